@@ -1,0 +1,119 @@
+"""Time and profile the bundled trainer's optimizer step on one GPU, at the knobs in the environment.
+
+    eval "$(python bench/spec_env.py specs/pr549.yaml)"; DATA_PATH=... TOKENIZER_PATH=... \
+        python bench/profile_step.py --steps 30 --profile 3 --out prof.json
+
+Excludes compilation and warm-up; reports the median ms/step (CUDA events), tokens/s, model FLOPs per token
+(6 x matmul params incl. the tied head + causal attention 6 x layers x seq x dim, the reference's formula),
+MFU against 778 TFLOP/s (this H100's measured bf16 matmul peak), peak memory, and the top CUDA kernels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from golf.trainer.data import TrainLoader
+from golf.trainer.hparams import Hyperparameters
+from golf.trainer.model import CastedLinear, describe, layer_order
+from golf.trainer.runtime import setup_runtime
+from golf.trainer.train import Trainer, seed_everything
+
+PEAK_TFLOPS = 778.0
+
+
+def model_flops_per_token(trainer: Trainer) -> float:
+    hp, model = trainer.hp, trainer.model
+    virtual = len(layer_order(hp.num_layers, model.recur_layers, model.recur_active))
+    per_block = sum(m.weight.numel() for m in model.blocks[0].modules() if isinstance(m, CastedLinear))
+    matmul = per_block * virtual + model.tok_emb.weight.numel()  # the (tied) head is a matmul too
+    matmul += sum(m.weight.numel() for name, m in model.named_modules()
+                  if isinstance(m, CastedLinear) and not name.startswith("blocks."))
+    attention = virtual * hp.train_seq_len * hp.model_dim  # causal: half of 2*T*D per layer, x6 for fwd+bwd
+    return 6.0 * (matmul + attention)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--profile", type=int, default=0, help="profile this many steps after timing")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    hp = Hyperparameters.from_env()
+    rt = setup_runtime()
+    seed_everything(hp.seed)
+    t0 = time.perf_counter()
+    trainer = Trainer(hp, rt)
+    loader = TrainLoader(hp.data_path, rt.rank, rt.world_size, rt.device)
+    for _ in range(args.warmup):
+        trainer.train_step(loader, 0, 1.0)
+    rt.sync()
+    compile_s = time.perf_counter() - t0
+    cuda = rt.is_cuda
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for step in range(args.steps):
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            trainer.train_step(loader, step, 1.0)
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t = time.perf_counter()
+            trainer.train_step(loader, step, 1.0)
+            times.append(1000 * (time.perf_counter() - t))
+    med = statistics.median(times)
+    flops = model_flops_per_token(trainer)
+    tokens_per_s = hp.train_batch_tokens / (med / 1000)
+    result = {
+        "ms_per_step_median": med,
+        "ms_per_step_min": min(times),
+        "ms_per_step_max": max(times),
+        "tokens_per_step": hp.train_batch_tokens,
+        "tokens_per_s": tokens_per_s,
+        "model_flops_per_token": flops,
+        "tflops": flops * tokens_per_s / 1e12,
+        "mfu_vs_778": flops * tokens_per_s / 1e12 / PEAK_TFLOPS,
+        "peak_mem_allocated_mib": torch.cuda.max_memory_allocated() // 2**20 if cuda else None,
+        "peak_mem_reserved_mib": torch.cuda.max_memory_reserved() // 2**20 if cuda else None,
+        "compile_and_warmup_s": compile_s,
+        "model_params": describe(trainer.model)["model_params"],
+        "grad_accum_steps": trainer.accum,
+        "gpu": torch.cuda.get_device_name() if cuda else "cpu",
+        "torch": torch.__version__,
+    }
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for step in range(args.profile):
+                trainer.train_step(loader, step, 1.0)
+            rt.sync()
+        from torch.autograd import DeviceType
+
+        # kernels only: CPU ops also carry their kernels' device time and would count it twice
+        events = [e for e in prof.key_averages() if e.device_type == DeviceType.CUDA and e.self_device_time_total > 0]
+        events.sort(key=lambda e: e.self_device_time_total, reverse=True)
+        total = sum(e.self_device_time_total for e in events) or 1.0
+        result["profile_top"] = [
+            {"name": e.key[:120], "ms_per_step": e.self_device_time_total / 1000 / args.profile,
+             "share": e.self_device_time_total / total, "calls_per_step": e.count / args.profile}
+            for e in events[:25]
+        ]
+    loader.close()
+    print(json.dumps(result, indent=2))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""What a person watching `golf run` sees: the log streaming by (dim), a status line while it runs, and a summary.
+
+On a terminal the status line (step, loss, ms/step, tokens/s, ETA) stays pinned under the scrolling log;
+anywhere else the log lines are simply echoed, so piping `golf run` to a file gives the plain log.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from golf.logparse import ParsedRun
+
+SIZE_CAP = 16_000_000
+STAGE_ROWS = (("pre_quant", "pre-quant (trained weights)"), ("post_quant", "post-quant (artifact roundtrip)"),
+              ("sliding", "sliding window"), ("post_ttt", "post-TTT"))
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "?"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def status_text(parsed: ParsedRun, elapsed_s: float, batch_tokens: float | None = None,
+                wallclock_cap_s: float | None = None) -> str:
+    """One line: step/total, train loss, ms/step, tokens/s, ETA (the smaller of steps left and the time cap)."""
+    parts = []
+    step, total = parsed.steps, parsed.iterations
+    parts.append(f"step {step if step is not None else '-'}/{total if total is not None else '?'}")
+    last_loss = next((row["train_loss"] for _, row in sorted(parsed.curve.items(), reverse=True)
+                      if "train_loss" in row), None)
+    if last_loss is not None:
+        parts.append(f"loss {last_loss:.4f}")
+    last_val = next((row["val_bpb"] for _, row in sorted(parsed.curve.items(), reverse=True) if "val_bpb" in row),
+                    None)
+    if last_val is not None:
+        parts.append(f"val_bpb {last_val:.4f}")
+    avg = parsed.step_avg_ms
+    if avg:
+        parts.append(f"{avg:.1f} ms/step")
+    tokens_s = parsed.tokens_per_s or (batch_tokens / (avg / 1000.0) if batch_tokens and avg else None)
+    if tokens_s:
+        parts.append(f"{tokens_s:,.0f} tok/s")
+    eta = None
+    if avg and step is not None and total:
+        eta = max(total - step, 0) * avg / 1000.0
+        if wallclock_cap_s and parsed.train_time_ms is not None:
+            eta = min(eta, max(wallclock_cap_s - parsed.train_time_ms / 1000.0, 0.0))
+    parts.append(f"ETA {format_duration(eta)}" if eta is not None else "ETA ?")
+    parts.append(f"elapsed {format_duration(elapsed_s)}")
+    return " · ".join(parts)
+
+
+class RunDisplay:
+    """Context manager fed every log line; `enabled=False` keeps it silent."""
+
+    def __init__(self, title: str, enabled: bool = True, batch_tokens: float | None = None,
+                 wallclock_cap_s: float | None = None, console: Console | None = None) -> None:
+        self.title = title
+        self.enabled = enabled
+        self.batch_tokens = batch_tokens
+        self.wallclock_cap_s = wallclock_cap_s
+        self.console = console or Console(highlight=False)
+        self.tty = enabled and self.console.is_terminal
+        self.parsed = ParsedRun()
+        self.started = time.monotonic()
+        self._live: Live | None = None
+
+    def __enter__(self) -> RunDisplay:
+        if self.tty:
+            self._live = Live(get_renderable=self._status, console=self.console, refresh_per_second=4,
+                              transient=True, redirect_stdout=False, redirect_stderr=False)
+            self._live.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    def _status(self) -> Text:
+        line = status_text(self.parsed, time.monotonic() - self.started, self.batch_tokens, self.wallclock_cap_s)
+        return Text(f"{self.title}  {line}", style="bold cyan")
+
+    def line(self, text: str, parsed: ParsedRun) -> None:
+        self.parsed = parsed
+        if not self.enabled:
+            return
+        if self._live is not None:
+            self._live.console.print(Text(text, style="dim"), soft_wrap=True)
+        else:
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
+
+    def note(self, text: str) -> None:
+        if self.enabled:
+            self.console.print(Text(text, style="yellow"))
+
+
+def summary_renderable(run: Any) -> Group:
+    """The end-of-run summary: bpb per stage, bytes against the cap, times, status."""
+    table = Table(title=f"{run.name} ({run.id})", show_header=True, header_style="bold", title_justify="left")
+    table.add_column("", style="bold")
+    table.add_column("val_bpb", justify="right")
+    table.add_column("val_loss", justify="right")
+    for stage, label in STAGE_ROWS:
+        bpb, loss = getattr(run, f"{stage}_bpb"), getattr(run, f"{stage}_loss")
+        if bpb is not None:
+            table.add_row(label, f"{bpb:.4f}", f"{loss:.4f}" if loss is not None else "")
+    if run.final_bpb is not None:
+        table.add_row(Text(f"final ({run.final_stage})", style="bold green"), Text(f"{run.final_bpb:.8f}",
+                      style="bold green"), f"{run.final_loss:.4f}" if run.final_loss is not None else "")
+    else:
+        table.add_row("final", Text("none (no evaluation result in the log)", style="yellow"), "")
+
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column()
+    if run.total_bytes is not None:
+        headroom = SIZE_CAP - run.total_bytes
+        style = "red bold" if headroom < 0 else "green"
+        facts.add_row("total bytes", Text(f"{run.total_bytes:,} of {SIZE_CAP:,} "
+                                          f"({'over by' if headroom < 0 else 'headroom'} {abs(headroom):,})",
+                                          style=style))
+        if run.model_bytes is not None or run.code_bytes is not None:
+            facts.add_row("", f"model {run.model_bytes or 0:,} + code {run.code_bytes or 0:,}"
+                              + (f" ({run.quant_label})" if run.quant_label else ""))
+    else:
+        facts.add_row("total bytes", Text("not reported", style="yellow"))
+    steps = f"{run.steps:,}" if run.steps is not None else "?"
+    if run.iterations:
+        steps += f"/{run.iterations:,}"
+    train = format_duration(run.train_time_ms / 1000.0) if run.train_time_ms is not None else "?"
+    avg = f", {run.step_avg_ms:.1f} ms/step" if run.step_avg_ms else ""
+    facts.add_row("train", f"{steps} steps in {train}{avg}")
+    facts.add_row("eval", format_duration(run.eval_time_ms / 1000.0) if run.eval_time_ms is not None else "?")
+    status_style = {"completed": "green", "running": "cyan"}.get(run.status, "red bold")
+    reason = f" ({run.stop_reason})" if run.stop_reason and run.status != "completed" else ""
+    facts.add_row("status", Text(f"{run.status}{reason}, exit code {run.exit_code}", style=status_style))
+    if run.non_record_reason:
+        facts.add_row("non-record", Text(run.non_record_reason, style="yellow"))
+    facts.add_row("log", str(run.log_path))
+    if run.artifact_path:
+        facts.add_row("artifact", str(run.artifact_path))
+    return Group(table, facts)
+
+
+def print_summary(run: Any, console: Console | None = None) -> None:
+    (console or Console(highlight=False)).print(summary_renderable(run))

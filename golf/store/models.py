@@ -1,0 +1,120 @@
+"""The run store's tables (sqlmodel). Field names are golf's public vocabulary: JSON output,
+compare, export and ingest all use them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Optional
+
+from sqlalchemy import JSON, Column
+from sqlmodel import Field, SQLModel
+
+SCHEMA_VERSION = 1
+
+
+def now() -> datetime:
+    """Timezone-aware local time (the store keeps aware datetimes)."""
+    return datetime.now().astimezone()
+
+STATUSES = ("running", "completed", "failed", "interrupted", "diverged")
+METRIC_FIELDS = (
+    "steps", "iterations", "step_avg_ms", "train_time_ms", "tokens_per_s", "peak_mem_mib", "peak_mem_reserved_mib",
+    "model_params",
+    "pre_quant_bpb", "pre_quant_loss", "post_quant_bpb", "post_quant_loss", "sliding_bpb", "sliding_loss",
+    "post_ttt_bpb", "post_ttt_loss", "final_bpb", "final_loss", "final_stage",
+    "model_bytes", "code_bytes", "total_bytes", "quant_label", "eval_time_ms", "ttt_time_ms", "stop_reason",
+)
+
+
+class Run(SQLModel, table=True):
+    __tablename__ = "run"
+
+    id: str = Field(primary_key=True, description="short unique id")
+    name: str = Field(index=True, unique=True, description="human name, unique (e.g. baseline-s1337)")
+    spec_name: Optional[str] = Field(default=None, index=True)
+    spec_path: Optional[str] = None
+    spec: Optional[dict[str, Any]] = Field(default=None, sa_column=Column(JSON), description="resolved spec")
+    config: Optional[dict[str, Any]] = Field(default=None, sa_column=Column(JSON),
+                                             description="resolved knobs, env-var name -> text")
+    config_hash: Optional[str] = Field(default=None, index=True, description="all knobs but SEED, plus data id")
+    code_hash: Optional[str] = Field(default=None, description="sha256 of the trainer source")
+    group_hash: Optional[str] = Field(default=None, index=True, description="config_hash + code_hash")
+    seed: Optional[int] = Field(default=None, index=True)
+    tags: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    status: str = Field(default="running", index=True)
+    started_at: datetime = Field(default_factory=now, index=True)
+    ended_at: Optional[datetime] = None
+    exit_code: Optional[int] = None
+    command: Optional[str] = None
+    trainer: Optional[str] = Field(default=None, description="'bundled' or the community trainer's path")
+    nproc: Optional[int] = None
+    pid: Optional[int] = Field(default=None, description="pid of the golf process that owns a running run")
+    golf_version: Optional[str] = None
+    git_commit: Optional[str] = None
+    git_dirty: Optional[bool] = None
+    host: Optional[str] = None
+    gpu_name: Optional[str] = None
+    gpu_count: Optional[int] = None
+    torch_version: Optional[str] = None
+    python_version: Optional[str] = None
+    run_dir: Optional[str] = None
+    log_path: Optional[str] = None
+    artifact_path: Optional[str] = None
+    source: str = Field(default="golf", description="golf or ingested")
+    source_path: Optional[str] = None
+    record_name: Optional[str] = Field(default=None, index=True, description="record folder (ingested)")
+    record_author: Optional[str] = None
+    record_github_id: Optional[str] = None
+    record_date: Optional[str] = None
+    reported_bpb: Optional[float] = None
+    non_record_reason: Optional[str] = None
+    malformed_lines: Optional[int] = None
+    bytes_breakdown: Optional[dict[str, int]] = Field(default=None, sa_column=Column(JSON))
+    # metrics (what the log says)
+    steps: Optional[int] = None
+    iterations: Optional[int] = None
+    step_avg_ms: Optional[float] = None
+    train_time_ms: Optional[float] = None
+    tokens_per_s: Optional[float] = None
+    peak_mem_mib: Optional[int] = None
+    peak_mem_reserved_mib: Optional[int] = None
+    model_params: Optional[int] = None
+    pre_quant_bpb: Optional[float] = None
+    pre_quant_loss: Optional[float] = None
+    post_quant_bpb: Optional[float] = None
+    post_quant_loss: Optional[float] = None
+    sliding_bpb: Optional[float] = None
+    sliding_loss: Optional[float] = None
+    post_ttt_bpb: Optional[float] = None
+    post_ttt_loss: Optional[float] = None
+    final_bpb: Optional[float] = Field(default=None, index=True)
+    final_loss: Optional[float] = None
+    final_stage: Optional[str] = None
+    model_bytes: Optional[int] = None
+    code_bytes: Optional[int] = None
+    total_bytes: Optional[int] = None
+    quant_label: Optional[str] = None
+    eval_time_ms: Optional[float] = None
+    ttt_time_ms: Optional[float] = None
+    stop_reason: Optional[str] = None
+
+
+class Step(SQLModel, table=True):
+    """One row per logged step: train loss and/or validation."""
+
+    __tablename__ = "step"
+
+    run_id: str = Field(foreign_key="run.id", primary_key=True)
+    step: int = Field(primary_key=True)
+    train_loss: Optional[float] = None
+    val_loss: Optional[float] = None
+    val_bpb: Optional[float] = None
+    train_time_ms: Optional[float] = None
+    step_avg_ms: Optional[float] = None
+
+
+class Meta(SQLModel, table=True):
+    __tablename__ = "meta"
+
+    key: str = Field(primary_key=True)
+    value: str

@@ -1,0 +1,439 @@
+"""The bundled trainer's knobs: one registry, resolved once from the environment.
+
+Every knob is named exactly as the challenge's env var. This module imports only the standard
+library so that golf's spec validator can use the same registry without importing torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# Replaced by `golf export-record` with the run's knob values, so that the shipped one-file trainer
+# reproduces the run with no env vars set (the environment still overrides these).
+BAKED_DEFAULTS: dict[str, str] = {}
+
+
+class KnobError(ValueError):
+    """A knob value or name that the trainer cannot accept (message is one line)."""
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _parse_bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ValueError("expected 0/1, true/false, on/off")
+
+
+def _parse_int(text: str) -> int:
+    value = float(text.strip().replace("_", ""))
+    if not value.is_integer():
+        raise ValueError("expected an integer")
+    return int(value)
+
+
+def _parse_float(text: str) -> float:
+    return float(text.strip().replace("_", ""))
+
+
+def _parse_int_list(text: str) -> tuple[int, ...]:
+    parts = [p for p in re.split(r"[,\s]+", text.strip().strip("[]()")) if p]
+    return tuple(int(p) for p in parts)
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "bool": _parse_bool,
+    "int": _parse_int,
+    "float": _parse_float,
+    "str": lambda s: s,
+    "ints": _parse_int_list,
+}
+
+_TYPE_HINTS = {
+    "bool": "0 or 1",
+    "int": "an integer",
+    "float": "a number",
+    "str": "a string",
+    "ints": "a comma-separated list of integers, e.g. 9,10",
+}
+
+
+@dataclass(frozen=True)
+class Knob:
+    name: str
+    kind: str  # bool | int | float | str | ints
+    default: Any
+    help: str
+    group: str
+    choices: tuple[str, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    off: Any = None  # the value that `KNOB=off` means, for knobs whose off state is not False/0
+
+    @property
+    def attr(self) -> str:
+        return self.name.lower()
+
+    def parse(self, raw: Any) -> Any:
+        """Parse a raw value (env text or a YAML scalar) into this knob's type, or raise KnobError."""
+        text = _to_text(raw)
+        if self.off is not None and text.strip().lower() == "off":
+            return self.off
+        try:
+            value = _PARSERS[self.kind](text)
+        except (ValueError, TypeError):
+            raise KnobError(f"{self.name}={text!r} is not valid: expected {self.expects()}") from None
+        if self.choices is not None and value not in self.choices:
+            raise KnobError(f"{self.name}={text!r} is not valid: expected one of {', '.join(self.choices)}")
+        for bound, ok in ((self.minimum, lambda v: v >= self.minimum), (self.maximum, lambda v: v <= self.maximum)):
+            if bound is not None and self.kind in ("int", "float") and not ok(value):
+                raise KnobError(f"{self.name}={text!r} is out of range: expected {self.expects()}")
+        return value
+
+    def expects(self) -> str:
+        if self.choices is not None:
+            return "one of " + ", ".join(self.choices)
+        hint = _TYPE_HINTS[self.kind]
+        if self.minimum is not None and self.maximum is not None:
+            hint += f" in [{_fmt_num(self.minimum)}, {_fmt_num(self.maximum)}]"
+        elif self.minimum is not None:
+            hint += f" >= {_fmt_num(self.minimum)}"
+        if self.off is not None:
+            hint += " (or off)"
+        return hint
+
+    def format(self, value: Any) -> str:
+        """The env-var text for a parsed value (round-trips through parse)."""
+        if self.kind == "bool":
+            return "1" if value else "0"
+        if self.kind == "ints":
+            return ",".join(str(v) for v in value)
+        return str(value)
+
+
+def _fmt_num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _to_text(raw: Any) -> str:
+    if isinstance(raw, bool):
+        return "1" if raw else "0"
+    if isinstance(raw, (list, tuple)):
+        return ",".join(str(v) for v in raw)
+    if raw is None:
+        return ""
+    return str(raw)
+
+
+def _k(name: str, kind: str, default: Any, help: str, group: str, **kw: Any) -> Knob:
+    return Knob(name=name, kind=kind, default=default, help=help, group=group, **kw)
+
+
+# Defaults are the challenge's naive baseline (root train_gpt.py); techniques default to off.
+KNOBS: tuple[Knob, ...] = (
+    # -- run and data
+    _k("DATA_PATH", "str", "./data/datasets/fineweb10B_sp1024", "folder of fineweb_{train,val}_*.bin shards", "data"),
+    _k("TOKENIZER_PATH", "str", "./data/tokenizers/fineweb_1024_bpe.model", "SentencePiece .model file", "data"),
+    _k("VOCAB_SIZE", "int", 1024, "vocabulary size (must match the tokenizer)", "data", minimum=2, maximum=65536),
+    _k("SEED", "int", 1337, "random seed", "run"),
+    _k("RUN_ID", "str", "", "run identifier (default: a fresh uuid)", "run"),
+    _k("ITERATIONS", "int", 20000, "training steps (a ceiling when the wallclock cap is on)", "schedule", minimum=0),
+    _k("WARMUP_STEPS", "int", 20, "compile warm-up steps, rolled back before training", "schedule", minimum=0),
+    _k("WARMDOWN_ITERS", "int", 1200, "linear LR warmdown length in steps", "schedule", minimum=0),
+    _k("WARMDOWN_FRAC", "float", 0.0, "warmdown as a fraction of training (overrides WARMDOWN_ITERS when > 0)",
+       "schedule", minimum=0.0, maximum=1.0),
+    _k("MIN_LR", "float", 0.0, "floor of the LR multiplier at the end of warmdown", "schedule", minimum=0.0,
+       maximum=1.0),
+    _k("TRAIN_BATCH_TOKENS", "int", 524288, "global tokens per optimizer step", "schedule", minimum=1),
+    _k("TRAIN_SEQ_LEN", "int", 1024, "training sequence length", "schedule", minimum=2),
+    _k("GRAD_ACCUM_STEPS", "int", 0, "micro-steps per step (0: 8 // world size, as the challenge)", "schedule",
+       minimum=0),
+    _k("VAL_LOSS_EVERY", "int", 1000, "validate every N steps (0: only at the end)", "schedule", minimum=0),
+    _k("TRAIN_LOG_EVERY", "int", 200, "log the train loss every N steps", "schedule", minimum=0),
+    _k("VAL_BATCH_SIZE", "int", 524288, "validation tokens per batch (global)", "eval", minimum=1),
+    _k("MAX_WALLCLOCK_SECONDS", "float", 600.0, "training time cap in seconds (0: none)", "schedule", minimum=0.0),
+    _k("COMPILE", "bool", True, "torch.compile the model on CUDA", "run"),
+    # -- model shape
+    _k("NUM_LAYERS", "int", 9, "transformer layers", "model", minimum=1),
+    _k("MODEL_DIM", "int", 512, "model width", "model", minimum=8),
+    _k("NUM_HEADS", "int", 8, "query heads", "model", minimum=1),
+    _k("NUM_KV_HEADS", "int", 4, "key/value heads (GQA)", "model", minimum=1),
+    _k("MLP_MULT", "float", 2.0, "MLP hidden width as a multiple of MODEL_DIM", "model", minimum=0.25),
+    _k("TIE_EMBEDDINGS", "bool", True, "share the input embedding and the output head", "model"),
+    _k("TIED_EMBED_INIT_STD", "float", 0.005, "init std of the tied embedding", "model", minimum=0.0),
+    _k("ROPE_BASE", "float", 10000.0, "RoPE base", "model", minimum=1.0),
+    _k("LOGIT_SOFTCAP", "float", 30.0, "tanh softcap of the logits", "model", minimum=1e-3),
+    _k("QK_GAIN_INIT", "float", 1.5, "initial per-head query gain", "model"),
+    # -- architecture techniques
+    _k("XSA_LAST_N", "int", 0, "exclusive self-attention on the last N layers", "technique", minimum=0, off=0),
+    _k("VALUE_RESIDUAL", "bool", False, "mix every layer's values with the first layer's (learned lambdas)",
+       "technique"),
+    _k("VE_ENABLED", "bool", False, "shared value embedding added to V on VE_LAYERS", "technique"),
+    _k("VE_DIM", "int", 128, "value-embedding width", "technique", minimum=1),
+    _k("VE_LAYERS", "ints", (9, 10), "layers that receive the value embedding", "technique"),
+    _k("BIGRAM_VOCAB_SIZE", "int", 0, "hashed bigram embedding buckets (0: off)", "technique", minimum=0, off=0),
+    _k("BIGRAM_DIM", "int", 128, "hashed bigram embedding width", "technique", minimum=1),
+    _k("TRIGRAM", "bool", False, "also add the trigram hash into the bigram table", "technique"),
+    _k("SMEAR_GATE", "bool", False, "blend each position with the previous one (not across BOS)", "technique"),
+    _k("ROPE_DIMS", "int", 0, "rotate only the first N dims of each head (0: all)", "technique", minimum=0, off=0),
+    _k("LN_SCALE", "bool", False, "scale each block's pre-norm output by 1/sqrt(layer+1)", "technique"),
+    _k("NEGATIVE_SLOPE", "float", 0.0, "MLP activation LeakyReLU(slope)^2 (0: ReLU^2)", "technique", minimum=0.0,
+       off=0.0),
+    _k("GATED_ATTENTION", "bool", False, "per-head sigmoid gate on the attention output", "technique"),
+    _k("RECUR_LAYERS", "ints", (), "layers repeated once more (depth recurrence), e.g. 3,4,5", "technique", off=()),
+    _k("RECUR_START_STEP", "int", 0, "switch recurrence on at this step", "technique", minimum=0),
+    _k("RECUR_START_FRAC", "float", 0.0, "switch recurrence on at this fraction of training", "technique",
+       minimum=0.0, maximum=1.0),
+    _k("PARALLEL_RESIDUAL", "bool", False, "attention and MLP read the same input from PARALLEL_START_LAYER",
+       "technique"),
+    _k("PARALLEL_START_LAYER", "int", 0, "first layer with parallel residuals", "technique", minimum=0),
+    _k("ORTHO_INIT", "bool", False, "orthogonal init of block matrices", "technique"),
+    # -- optimizer
+    _k("EMBED_LR", "float", 0.6, "Adam LR of the untied input embedding", "optim", minimum=0.0),
+    _k("HEAD_LR", "float", 0.008, "Adam LR of the untied output head", "optim", minimum=0.0),
+    _k("TIED_EMBED_LR", "float", 0.05, "Adam LR of the tied embedding", "optim", minimum=0.0),
+    _k("MATRIX_LR", "float", 0.04, "Muon LR of block matrices", "optim", minimum=0.0),
+    _k("SCALAR_LR", "float", 0.04, "Adam LR of vectors and scalars", "optim", minimum=0.0),
+    _k("MUON_MOMENTUM", "float", 0.95, "Muon Nesterov momentum", "optim", minimum=0.0, maximum=1.0),
+    _k("MUON_MOMENTUM_WARMUP_START", "float", 0.85, "Muon momentum at step 0", "optim", minimum=0.0, maximum=1.0),
+    _k("MUON_MOMENTUM_WARMUP_STEPS", "int", 500, "steps to warm the Muon momentum up", "optim", minimum=0),
+    _k("MUON_BACKEND_STEPS", "int", 5, "Newton-Schulz iterations", "optim", minimum=1),
+    _k("MUON_WD", "float", 0.0, "decoupled weight decay of Muon matrices", "optim", minimum=0.0),
+    _k("MUON_ROW_NORMALIZE", "bool", False, "MuonEq-R: row-normalise the update before Newton-Schulz", "optim"),
+    _k("BETA1", "float", 0.9, "Adam beta1", "optim", minimum=0.0, maximum=1.0),
+    _k("BETA2", "float", 0.95, "Adam beta2", "optim", minimum=0.0, maximum=1.0),
+    _k("ADAM_EPS", "float", 1e-8, "Adam epsilon", "optim", minimum=0.0),
+    _k("ADAM_WD", "float", 0.0, "AdamW weight decay of scalars (and embeddings unless EMBED_WD)", "optim",
+       minimum=0.0),
+    _k("EMBED_WD", "float", -1.0, "AdamW weight decay of embeddings (-1: ADAM_WD)", "optim", minimum=-1.0),
+    _k("GRAD_CLIP_NORM", "float", 0.0, "global gradient-norm clip (0: off)", "optim", minimum=0.0),
+    # -- weight averaging and QAT
+    _k("EMA_ENABLED", "bool", False, "export an exponential moving average of the weights", "averaging"),
+    _k("EMA_DECAY", "float", 0.997, "EMA decay per step", "averaging", minimum=0.0, maximum=1.0),
+    _k("SWA_ENABLED", "bool", False, "export the average of snapshots taken late in training", "averaging"),
+    _k("SWA_EVERY", "int", 50, "steps between SWA snapshots", "averaging", minimum=1),
+    _k("SWA_START_FRAC", "float", 0.2, "take SWA snapshots once the LR multiplier is below this", "averaging",
+       minimum=0.0, maximum=1.0),
+    _k("QAT_ENABLED", "bool", False, "straight-through fake quantization in every linear, whole run", "quant"),
+    _k("LATE_QAT_THRESHOLD", "float", 0.0, "switch QAT on once the LR multiplier falls below this (0: off)",
+       "quant", minimum=0.0, maximum=1.0, off=0.0),
+    # -- artifact
+    _k("MATRIX_BITS", "int", 8, "bits of block matrices", "quant", minimum=2, maximum=8),
+    _k("MLP_BITS", "int", 0, "bits of MLP matrices (0: MATRIX_BITS)", "quant", minimum=0, maximum=8),
+    _k("ATTN_BITS", "int", 0, "bits of attention matrices (0: MATRIX_BITS)", "quant", minimum=0, maximum=8),
+    _k("EMBED_BITS", "int", 8, "bits of embedding tables (16: keep fp16)", "quant", choices=None, minimum=2,
+       maximum=16),
+    _k("CLIP_SEARCH", "bool", False, "GPTQ-lite: per-row clip percentile search", "quant"),
+    _k("USE_GPTQ", "bool", False, "full-Hessian GPTQ with training-data calibration", "quant"),
+    _k("GPTQ_CALIBRATION_BATCHES", "int", 64, "calibration sequences batches for GPTQ", "quant", minimum=1),
+    _k("GPTQ_RESERVE_SECONDS", "float", 0.0, "seconds of the wallclock cap reserved for GPTQ calibration", "quant",
+       minimum=0.0),
+    _k("GPTQ_BLOCK_SIZE", "int", 128, "GPTQ column block size", "quant", minimum=1),
+    _k("GPTQ_DAMP", "float", 0.01, "GPTQ damping as a fraction of mean(diag H)", "quant", minimum=0.0),
+    _k("PRUNE_RATIO", "float", 0.0, "zero this fraction of smallest-magnitude weights before quantizing", "quant",
+       minimum=0.0, maximum=0.99),
+    _k("COMPRESSOR", "str", "zlib", "artifact compressor", "quant", choices=("zlib", "zstd", "lzma", "brotli")),
+    _k("COMPRESS_LEVEL", "int", 0, "compressor level (0: the strongest: zlib 9, zstd 22, lzma 9, brotli 11)",
+       "quant", minimum=0, maximum=22),
+    _k("BYTE_SHUFFLE", "bool", False, "byte-shuffle tensors before compressing", "quant"),
+    _k("CODE_PACK", "str", "none", "how the shipped train_gpt.py is packed (counts toward code bytes)", "quant",
+       choices=("none", "lzma", "brotli")),
+    # -- evaluation
+    _k("EVAL_SEQ_LEN", "int", 0, "evaluation window length (0: TRAIN_SEQ_LEN)", "eval", minimum=0),
+    _k("EVAL_STRIDE", "int", 0, "sliding-window stride (0: no sliding-window stage)", "eval", minimum=0, off=0),
+    _k("EVAL_BATCH_SEQS", "int", 32, "windows per forward in sliding/TTT evaluation", "eval", minimum=1),
+    # -- test-time training
+    _k("TTT_ENABLED", "bool", False, "test-time training stage", "ttt"),
+    _k("TTT_MODE", "str", "score_first", "score_first (legal) or adapt_first (non-record)", "ttt",
+       choices=("score_first", "adapt_first")),
+    _k("TTT_PRE_QUANT", "bool", False, "AdamW on validation tokens before quantization (non-record)", "ttt"),
+    _k("TTT_CHUNK_TOKENS", "int", 32768, "validation tokens per TTT chunk", "ttt", minimum=1),
+    _k("TTT_EPOCHS", "int", 3, "passes over each chunk", "ttt", minimum=0),
+    _k("TTT_LR", "float", 0.002, "TTT learning rate", "ttt", minimum=0.0),
+    _k("TTT_OPTIMIZER", "str", "sgd", "TTT optimizer", "ttt", choices=("sgd", "adamw")),
+    _k("TTT_MOMENTUM", "float", 0.9, "SGD momentum (AdamW beta1)", "ttt", minimum=0.0, maximum=1.0),
+    _k("TTT_WEIGHT_DECAY", "float", 0.0, "TTT weight decay", "ttt", minimum=0.0),
+    _k("TTT_BATCH_SEQS", "int", 32, "sequences per TTT step (global)", "ttt", minimum=1),
+    _k("TTT_SEQ_LEN", "int", 0, "TTT training sequence length (0: EVAL_SEQ_LEN)", "ttt", minimum=0),
+    _k("TTT_GRAD_CLIP", "float", 1.0, "TTT gradient-norm clip (0: off)", "ttt", minimum=0.0),
+    _k("TTT_FREEZE_BLOCKS", "int", 0, "freeze the first N blocks during TTT", "ttt", minimum=0),
+    _k("TTT_SCHEDULE", "str", "cosine_chunks", "TTT LR schedule", "ttt",
+       choices=("cosine_chunks", "cosine_steps", "constant")),
+    _k("TTT_LR_OUT_MULT", "float", 1.0, "TTT LR multiplier of output projections", "ttt", minimum=0.0),
+    _k("TTT_LR_IN_MULT", "float", 1.0, "TTT LR multiplier of input projections", "ttt", minimum=0.0),
+)
+
+KNOBS_BY_NAME: dict[str, Knob] = {k.name: k for k in KNOBS}
+
+# Families of env-var names the trainer owns: an unknown name in one of them is almost surely a typo
+# of a knob (XSA_LAST, TTT_EPOCH, ...) and is rejected rather than silently ignored.
+_KNOB_PREFIXES = frozenset(name.split("_")[0] + "_" for name in KNOBS_BY_NAME if "_" in name) - {
+    # too generic to claim: shells and other tools use these for their own variables
+    "RUN_", "MAX_", "MIN_", "NUM_", "USE_", "CODE_", "BYTE_", "HEAD_",
+}
+# Env vars that launchers, runtimes and the challenge's tooling set: never knobs.
+_FOREIGN = re.compile(
+    r"^(CUDA|NCCL|TORCH|TORCHELASTIC|TORCHINDUCTOR|TRITON|PYTORCH|OMP|MKL|KMP|PYTHON|LOCAL|GROUP|ROLE|MASTER|"
+    r"WORLD|RANK|GOLF|HF|HUGGINGFACE|MATCHED|NVIDIA|LD|XDG|LC|SSH|TERM|CONDA|VIRTUAL|PIP|UV|GIT|DISPLAY|"
+    r"NVSHMEM|CUBLAS|CUDNN|TF|OPENBLAS|NUMEXPR|WANDB|TMP|TEMP|HOME|PATH|USER|SHELL|PWD|LANG|HOSTNAME|CI|GITHUB)"
+    r"(_|$)"
+)
+
+
+def closest_knob(name: str) -> str | None:
+    """The registered knob closest to `name`, if any is close enough to be a likely typo."""
+    upper = name.upper()
+    match = difflib.get_close_matches(upper, KNOBS_BY_NAME.keys(), n=1, cutoff=0.75)
+    if match:
+        return match[0]
+    prefixed = [k for k in KNOBS_BY_NAME if k.startswith(upper) or upper.startswith(k)]
+    if prefixed:
+        return min(prefixed, key=lambda k: abs(len(k) - len(upper)))
+    family = [k for k in KNOBS_BY_NAME if k.split("_")[0] == upper.split("_")[0]]
+    match = difflib.get_close_matches(upper, family, n=1, cutoff=0.0)
+    return match[0] if match else None
+
+
+def unknown_knob_message(name: str, where: str = "") -> str:
+    guess = closest_knob(name)
+    hint = f"; did you mean {guess}?" if guess else "; run `golf run SPEC --dry-run` to list every knob"
+    return f"{where}unknown knob {name}{hint}"
+
+
+def looks_like_knob(name: str) -> bool:
+    """True for an env var that is not a knob but resembles one (a likely typo)."""
+    if name in KNOBS_BY_NAME or not re.fullmatch(r"[A-Z][A-Z0-9_]*", name) or _FOREIGN.match(name):
+        return False
+    if any(name.startswith(p) for p in _KNOB_PREFIXES):
+        return True
+    return difflib.get_close_matches(name, KNOBS_BY_NAME.keys(), n=1, cutoff=0.85) != []
+
+
+def _make_hyperparameters_class() -> type:
+    fields = [(k.attr, Any, dataclasses.field(default=None)) for k in KNOBS]
+    return dataclasses.make_dataclass("HyperparametersBase", fields, frozen=True)
+
+
+class Hyperparameters(_make_hyperparameters_class()):  # type: ignore[misc]
+    """Every knob of the trainer, resolved once; attributes are the knob names in lower case."""
+
+    @classmethod
+    def resolve(cls, values: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
+                strict: bool = True) -> Hyperparameters:
+        """Resolve knobs: built-in defaults < BAKED_DEFAULTS < `values` < `env`.
+
+        With strict, an env var that looks like a knob but is not one raises KnobError.
+        """
+        env = {} if env is None else env
+        raw: dict[str, Any] = {}
+        for source in (BAKED_DEFAULTS, values or {}):
+            for name, value in source.items():
+                if name not in KNOBS_BY_NAME:
+                    raise KnobError(unknown_knob_message(name))
+                raw[name] = value
+        for name, value in env.items():
+            if name in KNOBS_BY_NAME:
+                raw[name] = value
+            elif strict and looks_like_knob(name):
+                raise KnobError(unknown_knob_message(name, "environment: "))
+        kwargs = {}
+        for knob in KNOBS:
+            kwargs[knob.attr] = knob.parse(raw[knob.name]) if knob.name in raw else knob.default
+        _normalize(kwargs)
+        hp = cls(**kwargs)
+        hp.check()
+        return hp
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Hyperparameters:
+        return cls.resolve(env=os.environ if environ is None else environ)
+
+    def check(self) -> None:
+        """Cross-knob consistency; raises KnobError with one line."""
+        if self.model_dim % self.num_heads:
+            raise KnobError(f"MODEL_DIM={self.model_dim} must be divisible by NUM_HEADS={self.num_heads}")
+        if self.num_heads % self.num_kv_heads:
+            raise KnobError(f"NUM_HEADS={self.num_heads} must be divisible by NUM_KV_HEADS={self.num_kv_heads}")
+        head_dim = self.model_dim // self.num_heads
+        if head_dim % 2:
+            raise KnobError(f"head dim MODEL_DIM/NUM_HEADS={head_dim} must be even for RoPE")
+        if self.rope_dims and (self.rope_dims > head_dim or self.rope_dims % 2):
+            raise KnobError(f"ROPE_DIMS={self.rope_dims} must be even and at most the head dim {head_dim}")
+        if self.xsa_last_n > self.num_layers:
+            raise KnobError(f"XSA_LAST_N={self.xsa_last_n} exceeds NUM_LAYERS={self.num_layers}")
+        for name, layers in (("VE_LAYERS", self.ve_layers if self.ve_enabled else ()),
+                             ("RECUR_LAYERS", self.recur_layers)):
+            bad = [i for i in layers if not 0 <= i < self.num_layers]
+            if bad:
+                raise KnobError(f"{name}={','.join(map(str, layers))} has layers outside 0..{self.num_layers - 1}")
+        if self.recur_layers and list(self.recur_layers) != list(range(self.recur_layers[0],
+                                                                       self.recur_layers[-1] + 1)):
+            raise KnobError(f"RECUR_LAYERS={self.format('RECUR_LAYERS')} must be consecutive layers, e.g. 3,4,5")
+        if self.train_batch_tokens % self.train_seq_len:
+            raise KnobError(f"TRAIN_BATCH_TOKENS={self.train_batch_tokens} must be a multiple of "
+                            f"TRAIN_SEQ_LEN={self.train_seq_len}")
+        if self.eval_stride and self.eval_stride > self.eval_seq_len:
+            raise KnobError(f"EVAL_STRIDE={self.eval_stride} exceeds the evaluation window {self.eval_seq_len}")
+        if self.ttt_enabled and self.ttt_pre_quant and self.ttt_mode == "adapt_first":
+            raise KnobError("TTT_PRE_QUANT=1 and TTT_MODE=adapt_first are two different TTT forms: pick one")
+        if self.bigram_vocab_size == 1:
+            raise KnobError("BIGRAM_VOCAB_SIZE=1 leaves no hash buckets: use 0 (off) or at least 2")
+
+    @property
+    def non_record_reason(self) -> str | None:
+        """Why a run with these knobs cannot be a record (None: it may be one)."""
+        if self.ttt_pre_quant:
+            return "TTT_PRE_QUANT=1 trains on validation tokens before scoring them"
+        if self.ttt_enabled and self.ttt_mode == "adapt_first":
+            return "TTT_MODE=adapt_first trains on validation tokens before scoring them"
+        return None
+
+    def raw(self, name: str) -> Any:
+        return self.__dict__[KNOBS_BY_NAME[name].attr]
+
+    def format(self, name: str) -> str:
+        return KNOBS_BY_NAME[name].format(self.raw(name))
+
+    def as_env(self) -> dict[str, str]:
+        """Every knob as env-var text, in registry order."""
+        return {k.name: k.format(self.raw(k.name)) for k in KNOBS}
+
+    def log_lines(self) -> list[str]:
+        """The `Hyperparameters:` block in the challenge's format (sorted, 2-space indent)."""
+        rows = sorted((k.attr, k.format(self.raw(k.name))) for k in KNOBS)
+        return ["Hyperparameters:"] + [f"  {attr}: {value}" for attr, value in rows]
+
+
+def _normalize(kw: dict[str, Any]) -> None:
+    """Replace "0 means inherit" knob values by what they inherit, so equal configs compare equal."""
+    kw["mlp_bits"] = kw["mlp_bits"] or kw["matrix_bits"]
+    kw["attn_bits"] = kw["attn_bits"] or kw["matrix_bits"]
+    if kw["embed_wd"] < 0:
+        kw["embed_wd"] = kw["adam_wd"]
+    kw["eval_seq_len"] = kw["eval_seq_len"] or kw["train_seq_len"]
+    kw["ttt_seq_len"] = kw["ttt_seq_len"] or kw["eval_seq_len"]
+
+
+def parse_overrides(pairs: Mapping[str, Any], where: str = "") -> dict[str, Any]:
+    """Validate a mapping of knob name → raw value; returns parsed values (KnobError on the first bad one)."""
+    parsed = {}
+    for name, raw in pairs.items():
+        knob = KNOBS_BY_NAME.get(name)
+        if knob is None:
+            raise KnobError(unknown_knob_message(name, where))
+        try:
+            parsed[name] = knob.parse(raw)
+        except KnobError as exc:
+            raise KnobError(f"{where}{exc}") from None
+    return parsed

@@ -1,0 +1,395 @@
+"""The GPT of the challenge's records, each technique behind its knob (all off = the naive baseline).
+
+Baseline: tied embeddings, RMSNorm, RoPE, GQA attention with RMS-normed q/k and a learned per-head q gain,
+ReLU² MLP, U-Net skips with learned weights, a learned mix of the residual with the embedding, tanh softcap.
+Weights are fp32; activations run in `compute_dtype` (bf16 on GPUs). Control flow depends only on
+construction-time constants and on `recur_active`, so torch.compile sees one graph per recurrence state.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .hparams import Hyperparameters
+
+BOS_ID = 1  # SentencePiece bos_id in the challenge's tokenizers; every document starts with it
+BIGRAM_MULT, PREV_MULT, PREV2_MULT = 36313, 27191, 51497
+
+
+def rms_norm(x: Tensor) -> Tensor:
+    return F.rms_norm(x, (x.size(-1),))
+
+
+def fake_quant(weight: Tensor, bits: int, on: Tensor) -> Tensor:
+    """Straight-through per-row symmetric fake quantization, blended in by the 0/1 tensor `on`.
+
+    `on` is a buffer, not a Python flag: torch.compile would constant-fold a flag and late QAT would
+    silently never switch on. Forward: w + on * (q(w) - w); backward: identity.
+    """
+    qmax = 2 ** (bits - 1) - 1
+    w = weight.detach()
+    scale = w.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / qmax
+    q = torch.clamp(torch.round(w / scale), -qmax, qmax) * scale
+    return weight + on * (q - w)
+
+
+class CastedLinear(nn.Linear):
+    """Linear layer with fp32 weights used in the input's dtype; optional QAT fake quantization."""
+
+    def __init__(self, in_features: int, out_features: int, qat_bits: int = 0, zero_init: bool = False) -> None:
+        super().__init__(in_features, out_features, bias=False)
+        self.qat_bits = qat_bits
+        self.zero_init = zero_init
+        self.register_buffer("qat_on", torch.zeros(()), persistent=False)
+        if zero_init:
+            nn.init.zeros_(self.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.weight
+        if self.qat_bits:
+            w = fake_quant(w, self.qat_bits, self.qat_on)
+        return F.linear(x, w.to(x.dtype))
+
+
+class Rotary(nn.Module):
+    """cos/sin tables for the first `rope_dims` dims of each head (partial RoPE when < head_dim)."""
+
+    def __init__(self, head_dim: int, rope_dims: int, base: float, max_len: int) -> None:
+        super().__init__()
+        self.rope_dims = rope_dims or head_dim
+        self.base = base
+        cos, sin = self._tables(max_len, torch.device("cpu"))
+        self.register_buffer("cos", cos, persistent=False)  # (T, 1, rope_dims/2)
+        self.register_buffer("sin", sin, persistent=False)
+
+    def _tables(self, length: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        half = self.rope_dims // 2
+        inv_freq = 1.0 / (self.base ** (torch.arange(half, dtype=torch.float64, device=device) * 2 / self.rope_dims))
+        freqs = torch.outer(torch.arange(length, dtype=torch.float64, device=device), inv_freq)
+        return freqs.cos().float()[:, None, :], freqs.sin().float()[:, None, :]
+
+    def tables(self, length: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        if length > self.cos.size(0):  # longer than any configured length: grow once
+            self.cos, self.sin = self._tables(length, self.cos.device)
+        return self.cos[:length].to(dtype), self.sin[:length].to(dtype)
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate the first 2*half dims of x (B, T, H, D) by the tables (T, 1, half); the rest pass through."""
+    half = cos.size(-1)
+    x1, x2, rest = x[..., :half], x[..., half:2 * half], x[..., 2 * half:]
+    rotated = (x1 * cos + x2 * sin, x2 * cos - x1 * sin)
+    return torch.cat(rotated + (rest,), dim=-1) if rest.size(-1) else torch.cat(rotated, dim=-1)
+
+
+def exclusive_self_attention(y: Tensor, v: Tensor) -> Tensor:
+    """XSA: remove from each head's output its component along its own token's value direction.
+
+    y: (B, T, H, D); v: (B, T, Hkv, D), shared by H/Hkv query heads (GQA).
+    """
+    b, t, h, d = y.shape
+    hkv = v.size(2)
+    y_g = y.reshape(b, t, hkv, h // hkv, d)
+    v_hat = F.normalize(v, dim=-1).unsqueeze(3)
+    return (y_g - (y_g * v_hat).sum(-1, keepdim=True) * v_hat).reshape(b, t, h, d)
+
+
+class AttentionGate(nn.Module):
+    """Per-head sigmoid gate from the block input; zero weights and bias 4 start it nearly open."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(heads, dim))
+        self.bias = nn.Parameter(torch.full((heads,), 4.0))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.sigmoid(F.linear(x, self.weight.to(x.dtype), self.bias.to(x.dtype)))
+
+
+class Attention(nn.Module):
+    def __init__(self, hp: Hyperparameters, layer: int, qat_bits: int) -> None:
+        super().__init__()
+        dim, self.heads, self.kv_heads = hp.model_dim, hp.num_heads, hp.num_kv_heads
+        self.head_dim = dim // self.heads
+        kv_dim = self.kv_heads * self.head_dim
+        self.c_q = CastedLinear(dim, dim, qat_bits)
+        self.c_k = CastedLinear(dim, kv_dim, qat_bits)
+        self.c_v = CastedLinear(dim, kv_dim, qat_bits)
+        self.proj = CastedLinear(dim, dim, qat_bits, zero_init=True)
+        self.q_gain = nn.Parameter(torch.full((self.heads,), hp.qk_gain_init))
+        self.xsa = layer >= hp.num_layers - hp.xsa_last_n
+        self.gate = AttentionGate(dim, self.heads) if hp.gated_attention else None
+        # value residual: every layer but the first mixes in the first layer's values
+        self.vr_lambda = nn.Parameter(torch.full((2,), 0.5)) if hp.value_residual and layer > 0 else None
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, ve: Tensor | None,
+                v_first: Tensor | None) -> tuple[Tensor, Tensor]:
+        b, t, dim = x.shape
+        q = self.c_q(x).view(b, t, self.heads, self.head_dim)
+        k = self.c_k(x).view(b, t, self.kv_heads, self.head_dim)
+        v_raw = self.c_v(x).view(b, t, self.kv_heads, self.head_dim)
+        v = v_raw if ve is None else v_raw + ve.view(b, t, self.kv_heads, self.head_dim)
+        if self.vr_lambda is not None and v_first is not None:
+            lam = self.vr_lambda.to(v.dtype)
+            v = lam[0] * v_first + lam[1] * v
+        q = apply_rotary(rms_norm(q), cos, sin) * self.q_gain.to(q.dtype)[:, None]
+        k = apply_rotary(rms_norm(k), cos, sin)
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
+                                           enable_gqa=self.kv_heads != self.heads).transpose(1, 2)
+        if self.xsa:
+            y = exclusive_self_attention(y, v)
+        if self.gate is not None:
+            y = y * self.gate(x).unsqueeze(-1)
+        return self.proj(y.reshape(b, t, dim)), v_raw
+
+
+class MLP(nn.Module):
+    def __init__(self, hp: Hyperparameters, qat_bits: int) -> None:
+        super().__init__()
+        hidden = int(hp.mlp_mult * hp.model_dim)
+        self.fc = CastedLinear(hp.model_dim, hidden, qat_bits)
+        self.proj = CastedLinear(hidden, hp.model_dim, qat_bits, zero_init=True)
+        self.negative_slope = hp.negative_slope
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.fc(x)
+        h = F.leaky_relu(h, self.negative_slope) if self.negative_slope else torch.relu(h)
+        return self.proj(h.square())
+
+
+class Block(nn.Module):
+    def __init__(self, hp: Hyperparameters, layer: int, qat: bool) -> None:
+        super().__init__()
+        dim = hp.model_dim
+        self.attn = Attention(hp, layer, hp.attn_bits if qat else 0)
+        self.mlp = MLP(hp, hp.mlp_bits if qat else 0)
+        self.attn_scale = nn.Parameter(torch.ones(dim))
+        self.mlp_scale = nn.Parameter(torch.ones(dim))
+        self.resid_mix = nn.Parameter(torch.stack((torch.ones(dim), torch.zeros(dim))))
+        self.ln_scale = 1.0 / math.sqrt(layer + 1) if hp.ln_scale else 1.0
+        self.parallel = hp.parallel_residual and layer >= hp.parallel_start_layer
+
+    def _norm(self, x: Tensor) -> Tensor:
+        h = rms_norm(x)
+        return h * self.ln_scale if self.ln_scale != 1.0 else h
+
+    def forward(self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor, ve: Tensor | None,
+                v_first: Tensor | None) -> tuple[Tensor, Tensor]:
+        mix = self.resid_mix.to(x.dtype)
+        x = mix[0] * x + mix[1] * x0
+        a, v_raw = self.attn(self._norm(x), cos, sin, ve, v_first)
+        if self.parallel:
+            # attention and MLP read the same input
+            m = self.mlp(self._norm(x))
+            return x + self.attn_scale.to(x.dtype) * a + self.mlp_scale.to(x.dtype) * m, v_raw
+        x = x + self.attn_scale.to(x.dtype) * a
+        return x + self.mlp_scale.to(x.dtype) * self.mlp(self._norm(x)), v_raw
+
+
+def bigram_buckets(ids: Tensor, buckets: int) -> Tensor:
+    """(36313·t_i XOR 27191·t_{i-1}) mod (V-1); position 0 uses bucket V-1."""
+    t = ids.long()
+    mod = buckets - 1
+    first = torch.full_like(t[:, :1], mod)
+    rest = torch.bitwise_xor(BIGRAM_MULT * t[:, 1:], PREV_MULT * t[:, :-1]) % mod
+    return torch.cat((first, rest), dim=1)
+
+
+def trigram_buckets(ids: Tensor, buckets: int) -> Tensor:
+    """(36313·t_i XOR 27191·t_{i-1} XOR 51497·t_{i-2}) mod (V-1) for positions >= 2 (earlier: -1, unused)."""
+    t = ids.long()
+    mixed = torch.bitwise_xor(torch.bitwise_xor(BIGRAM_MULT * t[:, 2:], PREV_MULT * t[:, 1:-1]), PREV2_MULT * t[:, :-2])
+    return torch.cat((torch.full_like(t[:, :2], -1), mixed % (buckets - 1)), dim=1)
+
+
+class BigramHash(nn.Module):
+    """Hashed bigram (and optionally trigram) embedding added to the token embedding before its norm.
+
+    The table starts at zero and the projection like any input matrix, so the path adds exactly 0 at step 0
+    yet receives gradient (a zero table behind a zero projection would never learn).
+    """
+
+    def __init__(self, hp: Hyperparameters) -> None:
+        super().__init__()
+        self.buckets = hp.bigram_vocab_size
+        self.trigram = hp.trigram
+        self.embed = nn.Embedding(self.buckets, hp.bigram_dim)
+        nn.init.zeros_(self.embed.weight)
+        self.proj = CastedLinear(hp.bigram_dim, hp.model_dim)
+        self.scale = nn.Parameter(torch.tensor(0.05))
+
+    def forward(self, ids: Tensor, dtype: torch.dtype) -> Tensor:
+        h = self.embed(bigram_buckets(ids, self.buckets))
+        if self.trigram:
+            tri = trigram_buckets(ids, self.buckets)
+            h = h + self.embed(tri.clamp_min(0)) * (tri >= 0).unsqueeze(-1).to(h.dtype)
+        return self.proj(h.to(dtype)) * self.scale.to(dtype)
+
+
+class SmearGate(nn.Module):
+    """x_t <- lerp(x_t, x_{t-1}, sigmoid(g)) per dimension, never across a document start (BOS)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.gate = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: Tensor, ids: Tensor) -> Tensor:
+        g = torch.sigmoid(self.gate.to(x.dtype))
+        prev = F.pad(x[:, :-1], (0, 0, 1, 0))
+        allowed = ids != BOS_ID
+        allowed = torch.cat((torch.zeros_like(allowed[:, :1]), allowed[:, 1:]), dim=1)
+        return torch.where(allowed.unsqueeze(-1), torch.lerp(x, prev, g), x)
+
+
+class ValueEmbedding(nn.Module):
+    """One shared table (vocab x VE_DIM) projected to the KV width, added to V on VE_LAYERS with learned scales."""
+
+    def __init__(self, hp: Hyperparameters) -> None:
+        super().__init__()
+        kv_dim = hp.num_kv_heads * (hp.model_dim // hp.num_heads)
+        self.layers = tuple(hp.ve_layers)
+        self.embed = nn.Embedding(hp.vocab_size, hp.ve_dim)
+        nn.init.normal_(self.embed.weight, std=0.01)
+        self.proj = CastedLinear(hp.ve_dim, kv_dim, zero_init=True)
+        self.scale = nn.Parameter(torch.tensor(0.1))
+        self.layer_scales = nn.Parameter(torch.ones(len(self.layers)))
+
+    def forward(self, ids: Tensor, dtype: torch.dtype) -> Tensor:
+        return self.proj(self.embed(ids).to(dtype)) * self.scale.to(dtype)
+
+
+def layer_order(num_layers: int, recur_layers: tuple[int, ...], active: bool) -> list[int]:
+    """Physical layer index per virtual position: RECUR_LAYERS run once more right after themselves."""
+    order = list(range(num_layers))
+    if active and recur_layers:
+        end = recur_layers[-1] + 1
+        order = order[:end] + list(recur_layers) + order[end:]
+    return order
+
+
+class GPT(nn.Module):
+    def __init__(self, hp: Hyperparameters, compute_dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.hp = hp
+        self.compute_dtype = compute_dtype
+        dim = hp.model_dim
+        qat = hp.qat_enabled or hp.late_qat_threshold > 0
+        self.tok_emb = nn.Embedding(hp.vocab_size, dim)
+        self.bigram = BigramHash(hp) if hp.bigram_vocab_size else None
+        self.smear = SmearGate(dim) if hp.smear_gate else None
+        self.ve = ValueEmbedding(hp) if hp.ve_enabled else None
+        self.blocks = nn.ModuleList(Block(hp, i, qat) for i in range(hp.num_layers))
+        self.recur_layers = tuple(hp.recur_layers)
+        # recurrence with no start condition is on from the first step
+        self.recur_active = bool(self.recur_layers) and not (hp.recur_start_step or hp.recur_start_frac)
+        longest = len(layer_order(hp.num_layers, self.recur_layers, True))
+        self.skip_weights = nn.Parameter(torch.ones(longest // 2, dim))
+        self.lm_head = None if hp.tie_embeddings else CastedLinear(dim, hp.vocab_size, zero_init=True)
+        head_dim = dim // hp.num_heads
+        self.rotary = Rotary(head_dim, hp.rope_dims, hp.rope_base,
+                             max(hp.train_seq_len, hp.eval_seq_len, hp.ttt_seq_len))
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        if self.hp.tie_embeddings:
+            nn.init.normal_(self.tok_emb.weight, std=self.hp.tied_embed_init_std)
+        if self.hp.ortho_init:
+            for module in self.modules():
+                if isinstance(module, CastedLinear) and not module.zero_init and min(module.weight.shape) >= 64:
+                    nn.init.orthogonal_(module.weight)
+
+    # -- state
+    @property
+    def order(self) -> list[int]:
+        return layer_order(self.hp.num_layers, self.recur_layers, self.recur_active)
+
+    def set_recurrence(self, active: bool) -> None:
+        self.recur_active = bool(self.recur_layers) and active
+
+    def set_qat(self, on: bool) -> None:
+        for module in self.modules():
+            if isinstance(module, CastedLinear) and module.qat_bits:
+                module.qat_on.fill_(1.0 if on else 0.0)  # in place: compiled graphs read the same buffer
+
+    # -- forward
+    def hidden(self, ids: Tensor) -> Tensor:
+        dtype = self.compute_dtype
+        x = self.tok_emb(ids).to(dtype)
+        if self.bigram is not None:
+            x = x + self.bigram(ids, dtype)
+        x = rms_norm(x)
+        if self.smear is not None:
+            x = self.smear(x, ids)
+        x0 = x
+        cos, sin = self.rotary.tables(ids.size(1), dtype)
+        ve_base = self.ve(ids, dtype) if self.ve is not None else None
+        order = self.order
+        n_enc = len(order) // 2
+        skips: list[Tensor] = []
+        v_first: Tensor | None = None
+        for pos, layer in enumerate(order):
+            if pos >= n_enc and skips:
+                x = x + self.skip_weights[pos - n_enc].to(dtype) * skips.pop()
+            ve = None
+            if ve_base is not None and layer in self.ve.layers:  # type: ignore[union-attr]
+                ve = ve_base * self.ve.layer_scales[self.ve.layers.index(layer)].to(dtype)  # type: ignore[union-attr]
+            x, v_raw = self.blocks[layer](x, x0, cos, sin, ve, v_first)
+            if v_first is None and self.hp.value_residual:
+                v_first = v_raw
+            if pos < n_enc:
+                skips.append(x)
+        return rms_norm(x)
+
+    def logits(self, h: Tensor) -> Tensor:
+        weight = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
+        z = F.linear(h, weight.to(h.dtype)).float()
+        cap = self.hp.logit_softcap
+        return cap * torch.tanh(z / cap)
+
+    def forward(self, ids: Tensor, targets: Tensor) -> Tensor:
+        """Mean next-token cross-entropy (nats)."""
+        logits = self.logits(self.hidden(ids))
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
+
+    def token_losses(self, ids: Tensor, targets: Tensor) -> Tensor:
+        """Per-token cross-entropy (B, T), fp32."""
+        logits = self.logits(self.hidden(ids))
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
+                               reduction="none").view_as(targets)
+
+    def forward_logits(self, ids: Tensor) -> Tensor:
+        return self.logits(self.hidden(ids))
+
+
+def is_control_tensor(name: str, param: Tensor) -> bool:
+    """Scalars, vectors and per-channel mixes: AdamW at SCALAR_LR, kept in float in the artifact."""
+    return param.ndim < 2 or name.endswith(("resid_mix", "skip_weights")) or ".gate." in name
+
+
+def parameter_groups(model: GPT) -> dict[str, list[tuple[str, nn.Parameter]]]:
+    """Split parameters by optimizer: Muon matrices, Adam embeddings, Adam head, Adam scalars."""
+    groups: dict[str, list[tuple[str, nn.Parameter]]] = {"matrix": [], "embed": [], "head": [], "scalar": []}
+    for name, param in model.named_parameters():
+        if name.endswith("embed.weight") or name == "tok_emb.weight":
+            groups["embed"].append((name, param))
+        elif name == "lm_head.weight":
+            groups["head"].append((name, param))
+        elif is_control_tensor(name, param):
+            groups["scalar"].append((name, param))
+        else:
+            groups["matrix"].append((name, param))
+    return groups
+
+
+def describe(model: GPT) -> dict[str, Any]:
+    hp = model.hp
+    return {
+        "model_params": sum(p.numel() for p in model.parameters()),
+        "xsa_layers": [i for i, b in enumerate(model.blocks) if b.attn.xsa],  # type: ignore[union-attr]
+        "virtual_layers": len(layer_order(hp.num_layers, model.recur_layers, True)),
+    }

@@ -1,0 +1,274 @@
+"""The training run: resolve knobs, train under the wallclock cap, then the final stages (finish.py)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import random
+import sys
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import finish
+from .artifact import gptq_reserve_line
+from .bpb import load_luts
+from .data import TrainLoader, load_val_tokens
+from .evaluate import evaluate_plain, val_batch_seqs
+from .hparams import Hyperparameters, KnobError
+from .model import GPT, describe
+from .optim import LRSchedule, WeightAverager, build_optimizers, muon_momentum
+from .runtime import Runtime, environment_lines, setup_runtime
+from .shards import shard_files
+from .source import GOLF_VERSION, code_hash
+
+DIVERGED_EXIT = 3
+NONFINITE_CHECK_EVERY = 25
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def grad_accum_steps(hp: Hyperparameters, world_size: int) -> int:
+    if hp.grad_accum_steps:
+        return hp.grad_accum_steps
+    if 8 % world_size:
+        raise KnobError(f"world size {world_size} does not divide 8: set GRAD_ACCUM_STEPS explicitly")
+    return 8 // world_size
+
+
+class Trainer:
+    def __init__(self, hp: Hyperparameters, rt: Runtime) -> None:
+        self.hp, self.rt = hp, rt
+        self.accum = grad_accum_steps(hp, rt.world_size)
+        micro = hp.train_batch_tokens // (rt.world_size * self.accum)
+        if micro * rt.world_size * self.accum != hp.train_batch_tokens or micro % hp.train_seq_len:
+            raise KnobError(f"TRAIN_BATCH_TOKENS={hp.train_batch_tokens} must split into {rt.world_size} ranks x "
+                            f"{self.accum} micro-steps of whole TRAIN_SEQ_LEN={hp.train_seq_len} sequences")
+        self.model = GPT(hp, rt.compute_dtype).to(rt.device)
+        self.step_fn: nn.Module = self.model
+        self.eval_fn = self.model.token_losses
+        if rt.is_cuda and hp.compile:
+            self.step_fn = torch.compile(self.model, dynamic=False, fullgraph=True)  # type: ignore[assignment]
+            self.eval_fn = torch.compile(self.model.token_losses, dynamic=False, fullgraph=True)
+        if rt.distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.step_fn = DDP(self.step_fn, device_ids=[rt.local_rank] if rt.is_cuda else None,
+                               broadcast_buffers=False)
+        self.muon, self.adam = build_optimizers(self.model, hp, fused=rt.is_cuda)
+        self.optimizers: list[torch.optim.Optimizer] = [self.adam, self.muon]
+        cap_s = hp.max_wallclock_seconds - hp.gptq_reserve_seconds if hp.max_wallclock_seconds > 0 else 0.0
+        self.cap_ms = 1000.0 * cap_s if cap_s > 0 else None
+        self.schedule = LRSchedule(hp, self.cap_ms)
+
+    # -- one optimizer step
+    def train_step(self, loader: TrainLoader, step: int, lr_mul: float) -> torch.Tensor:
+        hp = self.hp
+        total = torch.zeros((), device=self.rt.device)
+        for micro in range(self.accum):
+            x, y = loader.next_batch(hp.train_batch_tokens, hp.train_seq_len, self.accum)
+            with self.rt.no_sync(self.step_fn, micro < self.accum - 1):
+                loss = self.step_fn(x, y)
+                (loss / self.accum).backward()
+            total += loss.detach()
+        momentum = muon_momentum(hp, step)
+        for group in self.muon.param_groups:
+            group["momentum"] = momentum
+        for opt in self.optimizers:
+            for group in opt.param_groups:
+                group["lr"] = group["base_lr"] * lr_mul
+        if hp.grad_clip_norm > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), hp.grad_clip_norm)
+        for opt in self.optimizers:
+            opt.step()
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        return total / self.accum
+
+    def validate(self, val_tokens: torch.Tensor, luts: Any) -> Any:
+        hp = self.hp
+        self.model.eval()
+        result = evaluate_plain(self.eval_fn, val_tokens, luts, hp.eval_seq_len,
+                                val_batch_seqs(hp.val_batch_size, hp.eval_seq_len, self.rt.world_size), self.rt)
+        self.model.train()
+        return result
+
+    def warm_up(self) -> None:
+        """Compile and prime every graph the run will use, then restore the initial state (challenge rule:
+        warm-up steps are not training)."""
+        hp, rt = self.hp, self.rt
+        if hp.warmup_steps <= 0:
+            return
+        model_state = copy.deepcopy(self.model.state_dict())
+        opt_states = [copy.deepcopy(opt.state_dict()) for opt in self.optimizers]
+        loader = TrainLoader(hp.data_path, rt.rank, rt.world_size, rt.device)
+        phases = [self.model.recur_active]
+        if self.model.recur_layers and not self.model.recur_active:
+            phases.append(True)  # recurrence switches on mid-run: prime that graph too
+        start = self.model.recur_active
+        for active in phases:
+            self.model.set_recurrence(active)
+            for i in range(hp.warmup_steps):
+                self.train_step(loader, 0, 1.0)
+                if len(phases) > 1 and active:
+                    rt.log(f"recur_warmup_step:{i + 1}/{hp.warmup_steps}")
+                elif hp.warmup_steps <= 20 or (i + 1) % 10 == 0 or i + 1 == hp.warmup_steps:
+                    rt.log(f"warmup_step:{i + 1}/{hp.warmup_steps}")
+        loader.close()
+        self.model.set_recurrence(start)
+        self.model.load_state_dict(model_state)
+        for opt, state in zip(self.optimizers, opt_states, strict=False):
+            opt.load_state_dict(state)
+
+    # -- the run
+    def fit(self, val_tokens: torch.Tensor, luts: Any) -> tuple[TrainLoader, int]:
+        hp, rt, model = self.hp, self.rt, self.model
+        self.warm_up()
+        finish.prime_eval_graphs(model, hp, rt, val_tokens, luts)
+        if hp.qat_enabled:
+            model.set_qat(True)
+            rt.log("qat:enabled whole_run")
+        averager = WeightAverager(model, hp)
+        self.averager = averager
+        loader = TrainLoader(hp.data_path, rt.rank, rt.world_size, rt.device)
+        qat_on = hp.qat_enabled
+        nonfinite = torch.zeros((), dtype=torch.bool, device=rt.device)
+        train_ms, stop_after = 0.0, None
+        rt.sync()
+        t0 = time.perf_counter()
+        step = 0
+        while True:
+            last = step == hp.iterations or (stop_after is not None and step >= stop_after)
+            if last or (hp.val_loss_every > 0 and step % hp.val_loss_every == 0):
+                rt.sync()
+                train_ms += 1000.0 * (time.perf_counter() - t0)
+                result = self.validate(val_tokens, luts)
+                rt.log(f"step:{step}/{hp.iterations} val_loss:{result.val_loss:.4f} val_bpb:{result.val_bpb:.4f} "
+                       f"train_time:{train_ms:.0f}ms step_avg:{train_ms / max(step, 1):.2f}ms")
+                rt.sync()
+                t0 = time.perf_counter()
+            if last:
+                if stop_after is not None and step < hp.iterations:
+                    rt.log(f"stopping_early: wallclock_cap train_time:{train_ms:.0f}ms step:{step}/{hp.iterations}")
+                break
+            elapsed = train_ms + 1000.0 * (time.perf_counter() - t0)
+            lr_mul = self.schedule(step, elapsed)
+            self._maybe_recur(step, elapsed)
+            if not qat_on and hp.late_qat_threshold > 0 and lr_mul < hp.late_qat_threshold:
+                model.set_qat(True)
+                qat_on = True
+                rt.log(f"late_qat:enabled step:{step} scale:{lr_mul:.4f}")
+            loss = self.train_step(loader, step, lr_mul)
+            step += 1
+            swa_line = averager.update(step, lr_mul)
+            if swa_line:
+                rt.log(swa_line)
+            nonfinite |= ~torch.isfinite(loss)
+            approx_ms = train_ms + 1000.0 * (time.perf_counter() - t0)
+            if hp.train_log_every > 0 and (step <= 10 or step % hp.train_log_every == 0 or stop_after is not None):
+                mean_loss = rt.all_reduce(loss.detach().clone()) / rt.world_size  # the global batch's loss
+                rt.log(f"step:{step}/{hp.iterations} train_loss:{mean_loss.item():.4f} train_time:{approx_ms:.0f}ms "
+                       f"step_avg:{approx_ms / step:.2f}ms")
+            if step % NONFINITE_CHECK_EVERY == 0 or step <= 10 or step == hp.iterations:
+                self._check_finite(nonfinite, step)
+            reached = self.cap_ms is not None and approx_ms >= self.cap_ms
+            if rt.distributed and self.cap_ms is not None:
+                flag = rt.all_reduce(torch.tensor(int(reached), device=rt.device), op=torch.distributed.ReduceOp.MAX)
+                reached = bool(flag.item())
+            if stop_after is None and reached:
+                stop_after = step
+        self._check_finite(nonfinite, step)
+        if rt.is_cuda:
+            rt.log(f"peak memory allocated: {torch.cuda.max_memory_allocated() // 2**20} MiB "
+                   f"reserved: {torch.cuda.max_memory_reserved() // 2**20} MiB")
+        return loader, step
+
+    def _maybe_recur(self, step: int, elapsed_ms: float) -> None:
+        hp, model = self.hp, self.model
+        if not model.recur_layers or model.recur_active:
+            return
+        due = (hp.recur_start_step and step >= hp.recur_start_step) or \
+            (hp.recur_start_frac and self.schedule.progress(step, elapsed_ms) >= hp.recur_start_frac)
+        if due:
+            model.set_recurrence(True)
+            self.rt.log(f"recurrence:activated step:{step} layers:{list(model.recur_layers)} "
+                        f"virtual_layers:{len(model.order)}")
+
+    def _check_finite(self, flag: torch.Tensor, step: int) -> None:
+        """One host sync every few steps (not every step): stop a run whose loss went non-finite."""
+        bad = self.rt.all_reduce(flag.to(torch.int32), op=torch.distributed.ReduceOp.MAX)
+        if bool(bad.item()):
+            self.rt.log(f"diverged: non-finite train_loss by step:{step}/{self.hp.iterations}")
+            self.rt.close()
+            sys.exit(DIVERGED_EXIT)
+
+
+def log_header(hp: Hyperparameters, rt: Runtime, trainer: Trainer) -> None:
+    for line in hp.log_lines():
+        rt.log(line)
+    rt.log(f"golf_trainer: version:{GOLF_VERSION} code_sha256:{code_hash()[:16]} run_id:{hp.run_id}")
+    for line in environment_lines(rt):
+        rt.log(line)
+    info = describe(trainer.model)
+    rt.log(f"model_params:{info['model_params']}")
+    if hp.xsa_last_n:
+        rt.log(f"XSA:last_{hp.xsa_last_n} active_layers:{info['xsa_layers']}")
+    if hp.recur_layers:
+        rt.log(f"recurrence:layers:{list(hp.recur_layers)} virtual_layers:{info['virtual_layers']} "
+               f"active_from_start:{trainer.model.recur_active}")
+    rt.log(f"world_size:{rt.world_size} grad_accum_steps:{trainer.accum}")
+    rt.log(f"attention_mode:gqa num_heads:{hp.num_heads} num_kv_heads:{hp.num_kv_heads}")
+    rt.log(f"train_batch_tokens:{hp.train_batch_tokens} train_seq_len:{hp.train_seq_len} iterations:{hp.iterations} "
+           f"warmup_steps:{hp.warmup_steps} max_wallclock_seconds:{hp.max_wallclock_seconds:.3f}")
+    rt.log(f"seed:{hp.seed}")
+    reserve = gptq_reserve_line(hp)
+    if reserve:
+        rt.log(reserve)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        hp = Hyperparameters.from_env()
+    except KnobError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    if not hp.run_id:
+        hp = dataclasses.replace(hp, run_id=str(uuid.uuid4()))
+    rt = setup_runtime()
+    try:
+        seed_everything(hp.seed)
+        luts = load_luts(hp.tokenizer_path, hp.vocab_size).to(rt.device)
+        val_tokens = load_val_tokens(hp.data_path, hp.eval_seq_len)
+        trainer = Trainer(hp, rt)
+        log_header(hp, rt, trainer)
+        rt.log(f"val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path={hp.tokenizer_path}")
+        rt.log(f"train_loader:dataset:{_dataset_name(hp.data_path)} "
+               f"train_shards:{len(shard_files(hp.data_path, 'train'))}")
+        rt.log(f"val_loader:shards pattern={hp.data_path}/fineweb_val_*.bin tokens:{val_tokens.numel() - 1}")
+        loader, steps = trainer.fit(val_tokens, luts)
+        rt.log(trainer.averager.apply())
+        finish.final_stages(trainer.model, trainer.eval_fn, hp, rt, val_tokens, luts, loader)
+        loader.close()
+    except KnobError as exc:
+        rt.log(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    finally:
+        rt.close()
+    return 0
+
+
+def _dataset_name(path: str) -> str:
+    from pathlib import Path
+
+    return Path(path).resolve().name

@@ -1,0 +1,1 @@
+"""golf's command-line interface: thin Typer commands over the `golf` library."""

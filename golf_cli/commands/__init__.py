@@ -1,0 +1,1 @@
+"""One module per command: argument parsing and output only; the work happens in `golf`."""

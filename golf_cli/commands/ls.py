@@ -1,0 +1,55 @@
+"""`golf ls`: the runs in the store, newest first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def ls(
+    status: Annotated[Optional[str], typer.Option("--status", help="Only runs with this status (running, completed, "
+                                                                    "failed, interrupted, diverged).")] = None,
+    tag: Annotated[Optional[str], typer.Option("--tag", help="Only runs with this tag.")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="At most N runs.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, md, csv or json.")] = "table",
+    db: Annotated[Optional[Path], typer.Option("--db", metavar="PATH",
+                                               help="Run store (default: $GOLF_DB or ./runs.db).")] = None,
+) -> None:
+    """List runs, newest first.
+
+    Example: golf ls --status completed --tag smoke --format md
+    """
+    import difflib
+
+    from golf.errors import GolfError
+    from golf.output import FORMATS, Col, fint, fnum, render
+    from golf.store import STATUSES, Store, run_to_dict
+
+    if fmt not in FORMATS:
+        raise GolfError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
+    if status is not None and status not in STATUSES:
+        close = difflib.get_close_matches(status, STATUSES, n=1)
+        hint = f"; did you mean {close[0]}?" if close else f"; expected one of {', '.join(STATUSES)}"
+        raise GolfError(f"--status {status}: unknown status{hint}")
+    store = Store(db, create=False)
+    store.reconcile_stale()
+    runs = store.list_runs(status=status, tag=tag, limit=limit)
+    if fmt == "json":
+        typer.echo(render([], [], "json", json_rows=[run_to_dict(r) for r in runs]))
+        return
+    if not runs:
+        typer.echo("no runs" + (" matching the filters" if status or tag else "") + f" in {store.path}")
+        return
+
+    def status_style(value: object, _row: dict) -> str | None:
+        return {"completed": "green", "running": "cyan", "interrupted": "yellow"}.get(str(value), "red")
+
+    columns = [
+        Col("id"), Col("name"), Col("status", style=status_style), Col("seed", justify="right"),
+        Col("final_bpb", "bpb", fnum(4), justify="right"), Col("final_stage", "stage"),
+        Col("total_bytes", "bytes", fint, justify="right"), Col("steps", justify="right"),
+        Col("step_avg_ms", "ms/step", fnum(1), justify="right"), Col("started_at", "started"), Col("tags"),
+    ]
+    typer.echo(render([{**r.model_dump()} for r in runs], columns, fmt))

@@ -1,0 +1,88 @@
+"""`golf run`: launch a spec (one run per seed), stream and record it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+if TYPE_CHECKING:
+    from golf.launch.plan import RunPlan
+
+
+def run(
+    spec: Annotated[Path, typer.Argument(help="Run spec (YAML).", metavar="SPEC", show_default=False)],
+    seed: Annotated[Optional[list[int]], typer.Option("--seed", metavar="N",
+                                                      help="Seed (repeatable); replaces the spec's seeds.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE",
+                                                      help="Override a knob (repeatable).")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", metavar="sample|DIR",
+                                                help="Data: the built-in sample or a folder of shards.")] = None,
+    nproc: Annotated[Optional[str], typer.Option("--nproc", metavar="N|auto", help="Processes per node.")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", metavar="NAME",
+                                                help="Base of the run names (default: the spec's name).")] = None,
+    tag: Annotated[Optional[list[str]], typer.Option("--tag", metavar="TAG", help="Tag the runs (repeatable).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the command, environment and every resolved "
+                                                            "knob; launch nothing.")] = False,
+    db: Annotated[Optional[Path], typer.Option("--db", metavar="PATH",
+                                               help="Run store (default: $GOLF_DB or ./runs.db).")] = None,
+    nnodes: Annotated[int, typer.Option("--nnodes", help="Nodes (multi-node runs).")] = 1,
+    node_rank: Annotated[int, typer.Option("--node-rank", help="This node's rank.")] = 0,
+    rdzv_endpoint: Annotated[Optional[str], typer.Option("--rdzv-endpoint", metavar="HOST:PORT",
+                                                         help="Rendezvous endpoint (multi-node).")] = None,
+) -> None:
+    """Run a spec: one torchrun job per seed, streamed live, parsed and recorded in the run store.
+
+    Example: golf run specs/smoke.yaml --set ITERATIONS=50 --seed 1 --seed 2
+    """
+    import shlex
+    import sys
+
+    from golf.launch import execute, plan_runs, signal_exit_code
+    from golf.launch.live import print_summary
+    from golf.spec import apply_overrides, load_spec, parse_sets
+    from golf.store import Store, resolve_db_path
+
+    loaded = load_spec(spec)
+    loaded = apply_overrides(loaded, seeds=seed, sets=parse_sets(set_ or []), data=data, nproc=nproc, name=name,
+                             tags=tag)
+    if dry_run:
+        db_path = resolve_db_path(db)
+        store = Store(db_path) if db_path.exists() else None
+        plans = plan_runs(loaded, store, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint,
+                          prepare_data=False)
+        typer.echo("\n\n".join(_dry_run_text(plan) for plan in plans))
+        return
+    store = Store(db)
+    store.reconcile_stale()
+    plans = plan_runs(loaded, store, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint)
+    command = shlex.join(["golf", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("golf", "main.py") else None
+    for note in dict.fromkeys(note for plan in plans for note in plan.notes):
+        typer.echo(f"golf: note: {note}", err=True)
+    exit_code = 0
+    for plan in plans:
+        finished = execute(plan, store, live=True, command=command)
+        print_summary(finished)
+        if finished.status == "interrupted":
+            exit_code = signal_exit_code(finished)
+            break  # Ctrl-C stops the remaining seeds too
+        exit_code = exit_code or signal_exit_code(finished)  # one failed seed fails the command
+    if exit_code:
+        raise typer.Exit(exit_code)
+
+
+def _dry_run_text(plan: RunPlan) -> str:
+    import shlex
+
+    lines = [f"# run {plan.name} (seed {plan.seed}); group {plan.group_hash}, config {plan.config_hash[:16]}, "
+             f"code {plan.code_hash[:16]}"]
+    lines += [f"# note: {note}" for note in plan.notes]
+    lines.append(f"cd {shlex.quote(str(plan.run_dir))}")
+    lines.append(plan.command_line)
+    lines.append("# environment (besides the knobs)")
+    lines += [f"{k}={v}" for k, v in plan.env.items() if k not in plan.knobs]
+    trainer = "bundled trainer, defaults included" if plan.bundled else plan.trainer
+    lines.append(f"# knobs ({trainer})")
+    lines += [f"{k}={v}" for k, v in plan.knobs.items()]
+    return "\n".join(lines)

@@ -1,0 +1,138 @@
+"""`golf show`: one run in full: provenance, results, curve, byte breakdown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+
+if TYPE_CHECKING:
+    from golf.store import Run, Step
+
+SIZE_CAP = 16_000_000
+CURVE_KEYS = ("step", "train_loss", "val_loss", "val_bpb", "train_time_ms", "step_avg_ms")
+
+
+def show(
+    run: Annotated[str, typer.Argument(help="Run id, unique id prefix, or name.", metavar="RUN", show_default=False)],
+    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    bytes_: Annotated[bool, typer.Option("--bytes", help="Byte breakdown against the 16,000,000 cap.")] = False,
+    db: Annotated[Optional[Path], typer.Option("--db", metavar="PATH",
+                                               help="Run store (default: $GOLF_DB or ./runs.db).")] = None,
+) -> None:
+    """Show one run: what ran where, its results, its curve and (--bytes) where its bytes go.
+
+    Example: golf show baseline-s1337 --bytes
+    """
+    from golf.errors import GolfError
+    from golf.output import to_json
+    from golf.store import Store, run_to_dict
+
+    if fmt not in ("table", "json"):
+        raise GolfError(f"--format {fmt}: expected table or json")
+    store = Store(db, create=False)
+    store.reconcile_stale()
+    found = store.resolve_run(run)
+    steps = store.steps(found.id)
+    if fmt == "json":
+        data = run_to_dict(found)
+        data["curve"] = [{k: getattr(s, k) for k in CURVE_KEYS} for s in steps]
+        typer.echo(to_json(data))
+        return
+    typer.echo(_table_text(found, steps, bytes_))
+
+
+def byte_rows(run: Run) -> list[dict[str, Any]]:
+    """(group, bytes, share of the total) rows, then the total, the cap and the headroom."""
+    groups = dict(run.bytes_breakdown or {})
+    if not groups:
+        groups = {k: v for k, v in (("model", run.model_bytes), ("code", run.code_bytes)) if v is not None}
+    total = run.total_bytes if run.total_bytes is not None else (sum(groups.values()) if groups else None)
+    rows: list[dict[str, Any]] = [
+        {"group": name, "bytes": value, "share": 100.0 * value / total if total else None}
+        for name, value in groups.items()
+    ]
+    if total is not None:
+        rows.append({"group": "total", "bytes": total, "share": 100.0 if total else None})
+        rows.append({"group": "cap", "bytes": SIZE_CAP, "share": None})
+        rows.append({"group": "headroom", "bytes": SIZE_CAP - total, "share": 100.0 * (SIZE_CAP - total) / SIZE_CAP})
+    return rows
+
+
+def _table_text(run: Run, steps: list[Step], with_bytes: bool) -> str:
+    from golf.output import Col, fint, fnum, render, text_of
+
+    def fmt_value(value: Any) -> str:
+        if isinstance(value, float):
+            if abs(value) >= 100 or value == int(value):
+                return f"{value:,.1f}"
+            return f"{value:.8f}".rstrip("0")
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10_000:
+            return f"{value:,}"
+        return text_of(value)
+
+    gpu = f"{run.gpu_count} x {run.gpu_name}" if run.gpu_name else "none"
+    git = (run.git_commit[:12] + (" (dirty)" if run.git_dirty else "")) if run.git_commit else None
+    duration = None
+    if run.ended_at is not None and run.started_at is not None:
+        duration = f"{(run.ended_at - run.started_at).total_seconds():.0f} s"
+    about = [
+        ("id", run.id), ("name", run.name), ("status", run.status), ("stop reason", run.stop_reason),
+        ("exit code", run.exit_code), ("spec", run.spec_name), ("seed", run.seed), ("tags", run.tags or None),
+        ("started", run.started_at), ("ended", run.ended_at), ("duration", duration),
+        ("trainer", run.trainer), ("nproc", run.nproc), ("host", run.host), ("gpu", gpu), ("git", git),
+        ("versions", f"golf {run.golf_version}, torch {run.torch_version}, python {run.python_version}"
+         if run.golf_version else None),
+        ("group", run.group_hash), ("run dir", run.run_dir), ("log", run.log_path), ("artifact", run.artifact_path),
+        ("non-record", run.non_record_reason), ("source", run.source_path if run.source != "golf" else None),
+    ]
+    results = [
+        ("pre_quant_bpb", run.pre_quant_bpb), ("post_quant_bpb", run.post_quant_bpb),
+        ("sliding_bpb", run.sliding_bpb), ("post_ttt_bpb", run.post_ttt_bpb),
+        ("final_bpb", f"{run.final_bpb:.8f} ({run.final_stage})" if run.final_bpb is not None else None),
+        ("reported_bpb", run.reported_bpb), ("total_bytes", run.total_bytes), ("model_bytes", run.model_bytes),
+        ("code_bytes", run.code_bytes), ("steps", f"{run.steps}/{run.iterations}" if run.steps is not None else None),
+        ("step_avg_ms", run.step_avg_ms), ("tokens_per_s", run.tokens_per_s), ("train_time_ms", run.train_time_ms),
+        ("eval_time_ms", run.eval_time_ms), ("peak_mem_mib", run.peak_mem_mib), ("model_params", run.model_params),
+    ]
+    kv = [Col("key", "field"), Col("value", "value", fmt_value)]
+    parts = [render([{"key": k, "value": v} for k, v in about if v is not None], kv, "table", title="run"),
+             render([{"key": k, "value": v} for k, v in results if v is not None], kv, "table", title="results")]
+    changed = _non_default_knobs(run)
+    if changed:
+        parts.append(render([{"key": k, "value": v} for k, v in changed.items()], kv, "table",
+                            title="knobs (not at their defaults)"))
+    if steps:
+        shown = [s for s in steps if s.val_bpb is not None or s.val_loss is not None]
+        if steps[-1] not in shown:
+            shown.append(steps[-1])
+        curve_cols = [Col("step", justify="right"), Col("train_loss", fmt=fnum(4), justify="right"),
+                      Col("val_loss", fmt=fnum(4), justify="right"), Col("val_bpb", fmt=fnum(4), justify="right"),
+                      Col("train_time_ms", "train_time", fmt=lambda v: f"{v / 1000:.1f} s", justify="right"),
+                      Col("step_avg_ms", "ms/step", fmt=fnum(2), justify="right")]
+        title = f"curve (validation steps and the last of {len(steps)} logged; --format json for all)"
+        parts.append(render([s.model_dump() for s in shown], curve_cols, "table", title=title))
+    if with_bytes:
+        rows = byte_rows(run)
+        if rows:
+            def over(value: Any, row: dict[str, Any]) -> str | None:
+                return "red bold" if row["group"] == "headroom" and value < 0 else None
+
+            cols = [Col("group"), Col("bytes", fmt=fint, justify="right", style=over),
+                    Col("share", "share %", fmt=fnum(2), justify="right")]
+            parts.append(render(rows, cols, "table", title="bytes"))
+        else:
+            parts.append("bytes: the log reports no sizes")
+    return "\n".join(parts)
+
+
+def _non_default_knobs(run: Run) -> dict[str, str]:
+    """For bundled-trainer runs: the knobs that differ from the trainer's defaults."""
+    if run.trainer != "bundled" or not run.config:
+        return {}
+    from golf.trainer.hparams import Hyperparameters
+
+    defaults = Hyperparameters.resolve().as_env()
+    skip = {"SEED", "RUN_ID", "DATA_PATH", "TOKENIZER_PATH"}
+    return {k: v for k, v in run.config.items() if k not in skip and defaults.get(k) != v}

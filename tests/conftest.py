@@ -1,0 +1,50 @@
+"""Shared fixtures: a run-store path, a tiny dataset in the challenge's layout, the built sample dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    """Path of a fresh run store (not created yet)."""
+    return tmp_path / "runs.db"
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The test's own current directory (runs/ and data/ are created relative to it)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.delenv("GOLF_DB", raising=False)
+    return work
+
+
+@pytest.fixture
+def tiny_data(tmp_path: Path) -> Path:
+    """A few-token dataset in the challenge's layout: <root>/datasets/fineweb10B_sp1024/ (train + val shards) and
+    <root>/tokenizers/fineweb_1024_bpe.model (arbitrary bytes: only hashed). Returns the shard folder."""
+    from golf.trainer.shards import write_shard
+
+    root = tmp_path / "tinydata"
+    shards = root / "datasets" / "fineweb10B_sp1024"
+    shards.mkdir(parents=True)
+    (root / "tokenizers").mkdir()
+    (root / "tokenizers" / "fineweb_1024_bpe.model").write_bytes(b"not a real tokenizer")
+    write_shard(shards / "fineweb_train_000000.bin", np.arange(1, 200) % 1024)
+    write_shard(shards / "fineweb_val_000000.bin", np.arange(1, 100) % 1024)
+    return shards
+
+
+@pytest.fixture(scope="session")
+def sample_data(tmp_path_factory: pytest.TempPathFactory):
+    """The full sample dataset, built once per test session (about 15 s)."""
+    from golf.data.sample import build_sample
+
+    return build_sample(tmp_path_factory.mktemp("sample"))
