@@ -1,0 +1,432 @@
+"""Seed groups and the resolver behind every RUN_OR_GROUP argument.
+
+A group is the runs that share `group_hash` (same resolved config except SEED, same trainer code). A reference
+may be a run id or name (that one run), a spec name, a group-hash prefix, or an ingested record folder's name
+(its group). `kind:` prefixes force one reading: `run:`, `group:`, `spec:`, `record:`.
+
+Reads go through `RunReader`, a read-only view of runs.db over the standard library's sqlite3: the analysis
+commands select only the columns they show, and skip importing sqlmodel (half a second) on every call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import json
+import os
+import re
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from golf.analysis.stats import Stat, summarize
+from golf.errors import GolfError
+
+# The columns of `run` that analysis reads (provenance such as host, versions and pid is left out).
+RUN_COLUMNS = (
+    "id", "name", "spec_name", "spec", "config", "config_hash", "code_hash", "group_hash", "seed", "tags", "status",
+    "started_at", "ended_at", "trainer", "nproc", "source", "source_path", "log_path", "run_dir",
+    "record_name", "record_author", "record_github_id", "record_date", "reported_bpb", "non_record_reason",
+    "malformed_lines", "bytes_breakdown", "gpu_name", "gpu_count",
+    "steps", "iterations", "step_avg_ms", "train_time_ms", "tokens_per_s", "peak_mem_mib", "peak_mem_reserved_mib",
+    "model_params", "pre_quant_bpb", "pre_quant_loss", "post_quant_bpb", "post_quant_loss", "sliding_bpb",
+    "sliding_loss", "post_ttt_bpb", "post_ttt_loss", "final_bpb", "final_loss", "final_stage",
+    "model_bytes", "code_bytes", "total_bytes", "quant_label", "eval_time_ms", "ttt_time_ms", "stop_reason",
+)
+JSON_COLUMNS = frozenset({"config", "tags", "bytes_breakdown", "spec"})
+DATETIME_COLUMNS = frozenset({"started_at", "ended_at"})
+# Config keys that never define a group: the seed, the run's id, and per-rank / per-machine bookkeeping.
+NON_IDENTITY_KEYS = frozenset({"SEED", "RUN_ID", "LOGFILE", "RANK", "LOCAL_RANK", "IS_MAIN_PROCESS", "WORLD_SIZE",
+                               "DISTRIBUTED"})
+KINDS = ("run", "group", "spec", "record")
+# Metrics a group summarizes (pre_ttt_* are derived: the sliding-window score if present, else post-quant).
+SUMMARY_FIELDS = (
+    "pre_quant_bpb", "post_quant_bpb", "sliding_bpb", "post_ttt_bpb", "final_bpb",
+    "pre_quant_loss", "post_quant_loss", "sliding_loss", "post_ttt_loss", "final_loss",
+    "step_avg_ms", "steps", "train_time_ms", "eval_time_ms", "total_bytes", "peak_mem_mib",
+)
+BPB_METRICS = ("pre_quant_bpb", "post_quant_bpb", "sliding_bpb", "post_ttt_bpb", "final_bpb", "pre_ttt_bpb")
+
+
+def db_path(cli_value: str | os.PathLike[str] | None = None) -> Path:
+    """--db PATH, else $GOLF_DB, else ./runs.db (as golf.store.resolve_db_path, without importing sqlmodel)."""
+    return Path(cli_value or os.environ.get("GOLF_DB") or "runs.db")
+
+
+def loss_field(bpb_field: str) -> str:
+    """The nats counterpart of a bpb metric (`final_bpb` → `final_loss`)."""
+    return bpb_field.removesuffix("_bpb") + "_loss"
+
+
+def is_identity_key(key: str) -> bool:
+    """Whether a config key takes part in a run's configuration identity (paths and bookkeeping do not)."""
+    upper = key.upper()
+    return upper not in NON_IDENTITY_KEYS and not upper.endswith(("_PATH", "_DIR", "_FILES"))
+
+
+class RunRecord(dict):  # type: ignore[type-arg]
+    """One run as a dict under the store's field names, with attribute access (`run.final_bpb`).
+
+    JSON columns (config, spec, tags, bytes_breakdown) are decoded and started_at/ended_at are datetimes (as
+    SQLite keeps them: naive); everything else is the stored value. `Store.get(id)` gives the full Run."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def value(self, field_name: str) -> Any:
+        """A field, or a derived one: `pre_ttt_bpb`/`pre_ttt_loss` = sliding if present, else post-quant."""
+        if field_name.startswith("pre_ttt_"):
+            unit = field_name.removeprefix("pre_ttt_")
+            sliding = self.get(f"sliding_{unit}")
+            return sliding if sliding is not None else self.get(f"post_quant_{unit}")
+        return self.get(field_name)
+
+
+class RunReader:
+    """Read-only access to runs.db with plain sqlite3 (no ORM); cheap to open."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = db_path(path)
+        self._conn = _open(self.path)
+
+    @classmethod
+    def of(cls, source: Any) -> RunReader:
+        """A reader for a RunReader (itself), a Store (its path) or a path."""
+        if isinstance(source, RunReader):
+            return source
+        return cls(getattr(source, "path", source))
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> RunReader:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- queries
+    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[sqlite3.Row]:
+        return self._conn.execute(sql, params).fetchall()
+
+    def runs(self, where: str = "1", params: Sequence[Any] = (), columns: Sequence[str] = RUN_COLUMNS,
+             order: str = "started_at, id", limit: int | None = None) -> list[RunRecord]:
+        sql = f"SELECT {', '.join(columns)} FROM run WHERE {where} ORDER BY {order}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [_record(row) for row in self.query(sql, params)]
+
+    def runs_by_id(self, ids: Iterable[str], columns: Sequence[str] = RUN_COLUMNS) -> list[RunRecord]:
+        ids = list(ids)
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        found = {r["id"]: r for r in self.runs(f"id IN ({marks})", ids, columns)}
+        return [found[i] for i in ids if i in found]
+
+    def steps_for(self, run_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+        """Step rows per run (step, train_loss, val_loss, val_bpb, train_time_ms), in step order."""
+        ids = list(run_ids)
+        out: dict[str, list[dict[str, Any]]] = {r: [] for r in ids}
+        if not ids:
+            return out
+        marks = ",".join("?" * len(ids))
+        rows = self.query(f"SELECT run_id, step, train_loss, val_loss, val_bpb, train_time_ms FROM step "
+                          f"WHERE run_id IN ({marks}) ORDER BY run_id, step", ids)
+        for row in rows:
+            out[row["run_id"]].append(dict(row))
+        return out
+
+    def completed_run_id(self, group_hash: str, seed: int | None) -> str | None:
+        """The newest completed run of a group with this seed, if any (what `ablate` reuses)."""
+        row = self._conn.execute(
+            "SELECT id FROM run WHERE group_hash = ? AND seed IS ? AND status = 'completed' "
+            "ORDER BY started_at DESC, id DESC LIMIT 1", (group_hash, seed)).fetchone()
+        return row["id"] if row else None
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    if not path.exists():
+        raise GolfError(f"{path}: no run store here (run `golf run SPEC` first, or pass --db PATH)")
+    try:
+        conn = sqlite3.connect(str(path), timeout=30.0)
+        conn.row_factory = sqlite3.Row
+        columns = {row["name"] for row in conn.execute("PRAGMA table_info(run)")}
+    except sqlite3.DatabaseError as exc:
+        raise GolfError(f"{path}: not a golf run store ({exc})") from None
+    if not columns:
+        conn.close()
+        raise GolfError(f"{path}: not a golf run store (no run table)")
+    if not set(RUN_COLUMNS) <= columns:
+        # An older schema: let the store migrate it (this imports sqlmodel, but only once per upgrade).
+        conn.close()
+        from golf.store.db import Store
+
+        Store(path)
+        conn = sqlite3.connect(str(path), timeout=30.0)
+        conn.row_factory = sqlite3.Row
+    return conn
+
+
+def _record(row: sqlite3.Row) -> RunRecord:
+    out = RunRecord()
+    for key in row.keys():  # noqa: SIM118 - sqlite3.Row iterates values, not keys
+        value = row[key]
+        if key in JSON_COLUMNS and isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                value = json.loads(value)
+        elif key in DATETIME_COLUMNS and isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                value = datetime.fromisoformat(value)
+        out[key] = value
+    return out
+
+
+@dataclass
+class Group:
+    """Runs that differ only by seed (or one run), with a display label and metric aggregation.
+
+    `runs` holds every run of the group, whatever its status, oldest first. Metrics aggregate `scored_runs`:
+    the completed runs, or the referenced run itself when the reference named a single run.
+    """
+
+    ref: str
+    kind: str  # run | group | spec | record
+    label: str
+    group_hash: str | None
+    runs: list[RunRecord] = field(default_factory=list)
+
+    @property
+    def scored_runs(self) -> list[RunRecord]:
+        if self.kind == "run":
+            return list(self.runs)
+        return [r for r in self.runs if r.get("status") == "completed"]
+
+    @property
+    def n(self) -> int:
+        return len(self.scored_runs)
+
+    @property
+    def run_ids(self) -> list[str]:
+        return [r["id"] for r in self.scored_runs]
+
+    @property
+    def seeds(self) -> list[int | None]:
+        return [r.get("seed") for r in self.scored_runs]
+
+    def values(self, field_name: str) -> list[float]:
+        return [v for v in (r.value(field_name) for r in self.scored_runs) if v is not None]
+
+    def stat(self, field_name: str) -> Stat:
+        """Mean ± sample std (n−1) of a metric over the scored runs."""
+        return summarize(r.value(field_name) for r in self.scored_runs)
+
+    def maximum(self, field_name: str) -> float | None:
+        values = self.values(field_name)
+        return max(values) if values else None
+
+    def metrics(self, fields: Sequence[str] = SUMMARY_FIELDS) -> dict[str, Stat]:
+        return {f: self.stat(f) for f in fields}
+
+    def common(self, field_name: str) -> Any:
+        """A field's value when every run agrees on it, else None."""
+        values = {json.dumps(r.get(field_name), sort_keys=True, default=str) for r in self.runs}
+        return self.runs[0].get(field_name) if len(values) == 1 and self.runs else None
+
+    @property
+    def record_name(self) -> str | None:
+        return self.common("record_name")
+
+    @property
+    def spec_name(self) -> str | None:
+        return self.common("spec_name")
+
+    @property
+    def non_record_reason(self) -> str | None:
+        return next((r["non_record_reason"] for r in self.runs if r.get("non_record_reason")), None)
+
+    def config(self, identity_only: bool = True) -> dict[str, Any]:
+        """The knobs of the scored runs (all runs if none scored): a value where they agree, `(varies)` where not.
+
+        SEED, RUN_ID and per-machine bookkeeping (paths, ranks) are left out unless identity_only is False.
+        """
+        runs = self.scored_runs or self.runs
+        keys: dict[str, None] = {}
+        for run in runs:
+            keys.update(dict.fromkeys((run.get("config") or {}).keys()))
+        out: dict[str, Any] = {}
+        for key in sorted(keys):
+            if identity_only and not is_identity_key(key):
+                continue
+            values = {json.dumps((r.get("config") or {}).get(key), default=str) for r in runs}
+            out[key] = (runs[0].get("config") or {}).get(key) if len(values) == 1 else "(varies)"
+        return out
+
+    def summary(self, fields: Sequence[str] = SUMMARY_FIELDS) -> dict[str, Any]:
+        """JSON-ready: who the group is, its runs, and mean/std/n of each metric."""
+        return {
+            "ref": self.ref, "kind": self.kind, "label": self.label, "group_hash": self.group_hash,
+            "n": self.n, "seeds": self.seeds, "run_ids": self.run_ids,
+            "record_name": self.record_name, "spec_name": self.spec_name,
+            "metrics": {f: s.as_dict() for f, s in self.metrics(fields).items()},
+        }
+
+
+# -- resolution --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Target:
+    kind: str
+    key: str  # run id, group hash, spec name or record name
+    describe: str
+
+
+def resolve_ref(source: Any, ref: str) -> Group:
+    """The group (or single run) a RUN_OR_GROUP reference names; GolfError listing candidates otherwise.
+
+    `source` is a Store, a RunReader or a db path.
+    """
+    reader = RunReader.of(source)
+    try:
+        return _resolve(reader, ref)
+    finally:
+        if reader is not source:
+            reader.close()
+
+
+def resolve_refs(source: Any, refs: Sequence[str]) -> list[Group]:
+    """Several references (one reader), with `@hash` added to labels that would otherwise read the same."""
+    reader = RunReader.of(source)
+    try:
+        groups = [_resolve(reader, ref) for ref in refs]
+    finally:
+        if reader is not source:
+            reader.close()
+    disambiguate_labels(groups)
+    return groups
+
+
+def _resolve(reader: RunReader, ref: str) -> Group:
+    text = ref.strip()
+    kind, _, rest = text.partition(":")
+    if rest and kind in KINDS:
+        targets = _candidates(reader, rest, only=kind)
+    else:
+        targets = _candidates(reader, text)
+    if not targets:
+        raise GolfError(_unknown_message(reader, ref))
+    if len(targets) > 1:
+        listed = "; ".join(t.describe for t in targets[:8])
+        more = f" (+{len(targets) - 8} more)" if len(targets) > 8 else ""
+        raise GolfError(f"{ref!r} is ambiguous: {listed}{more} — pass one of these, or prefix run:, group:, spec: "
+                        "or record:")
+    return _load(reader, targets[0], ref)
+
+
+def group_of_runs(reader: RunReader, run_ids: Sequence[str], label: str, group_hash: str | None = None,
+                  ref: str | None = None) -> Group:
+    """A group made of exactly these runs (e.g. the seeds an ablation asked for)."""
+    runs = reader.runs_by_id(run_ids)
+    if group_hash is None and runs:
+        group_hash = runs[0].get("group_hash")
+    return Group(ref=ref or label, kind="group", label=label, group_hash=group_hash, runs=runs)
+
+
+def disambiguate_labels(groups: Sequence[Group]) -> None:
+    """Append `@hash8` to labels that would otherwise read the same."""
+    seen: dict[str, int] = {}
+    for g in groups:
+        seen[g.label] = seen.get(g.label, 0) + 1
+    for g in groups:
+        if seen[g.label] > 1 and g.group_hash and g.kind != "run":
+            g.label = f"{g.label}@{g.group_hash[:8]}"
+
+
+def _candidates(reader: RunReader, ref: str, only: str | None = None) -> list[_Target]:
+    exact: list[_Target] = []
+    if only in (None, "run"):
+        for row in reader.query("SELECT id, name FROM run WHERE id = ? OR name = ?", (ref, ref)):
+            exact.append(_Target("run", row["id"], f"run {row['name']} (id {row['id']})"))
+    if only in (None, "record"):
+        row = reader.query("SELECT COUNT(*) AS n FROM run WHERE record_name = ?", (ref,))[0]
+        if row["n"]:
+            exact.append(_Target("record", ref, f"record {ref} ({row['n']} runs)"))
+    if only in (None, "spec"):
+        rows = reader.query("SELECT group_hash, COUNT(*) AS n, SUM(status = 'completed') AS done FROM run "
+                            "WHERE spec_name = ? GROUP BY group_hash ORDER BY MAX(started_at) DESC", (ref,))
+        if len(rows) == 1:
+            exact.append(_Target("spec", ref, f"spec {ref} ({rows[0]['n']} runs)"))
+        elif rows:
+            # One spec name, several groups (the spec or the trainer changed): the user must pick a group.
+            for row in rows:
+                gh = row["group_hash"]
+                exact.append(_Target("group", gh or "", f"group {(gh or '(none)')[:12]} of spec {ref} "
+                                                         f"({row['done']}/{row['n']} completed)"))
+    if only in (None, "group"):
+        rows = reader.query("SELECT COUNT(*) AS n FROM run WHERE group_hash = ?", (ref,))
+        if rows[0]["n"]:
+            exact.append(_Target("group", ref, f"group {ref[:12]} ({rows[0]['n']} runs)"))
+    exact = _dedupe(exact)
+    if exact or len(ref) < 4:
+        return exact
+    prefixed: list[_Target] = []
+    if only in (None, "group"):
+        for row in reader.query("SELECT group_hash, COUNT(*) AS n, MAX(spec_name) AS spec, MAX(record_name) AS rec "
+                                "FROM run WHERE group_hash >= ? AND group_hash < ? GROUP BY group_hash LIMIT 20",
+                                (ref, ref + "\U0010ffff")):
+            name = row["rec"] or row["spec"] or ""
+            prefixed.append(_Target("group", row["group_hash"],
+                                    f"group {row['group_hash'][:12]} {name} ({row['n']} runs)".replace("  ", " ")))
+    if only in (None, "run"):
+        for row in reader.query("SELECT id, name FROM run WHERE id >= ? AND id < ? LIMIT 20",
+                                (ref, ref + "\U0010ffff")):
+            prefixed.append(_Target("run", row["id"], f"run {row['name']} (id {row['id']})"))
+    return _dedupe(prefixed)
+
+
+def _dedupe(targets: list[_Target]) -> list[_Target]:
+    seen: dict[tuple[str, str], _Target] = {}
+    for t in targets:
+        seen.setdefault((t.kind, t.key), t)
+    return list(seen.values())
+
+
+def _load(reader: RunReader, target: _Target, ref: str) -> Group:
+    if target.kind == "run":
+        runs = reader.runs("id = ?", (target.key,))
+        run = runs[0]
+        return Group(ref=ref, kind="run", label=run["name"], group_hash=run.get("group_hash"), runs=runs)
+    if target.kind == "record":
+        runs = reader.runs("record_name = ?", (target.key,))
+        hashes = {r.get("group_hash") for r in runs}
+        return Group(ref=ref, kind="record", label=target.key,
+                     group_hash=next(iter(hashes)) if len(hashes) == 1 else None, runs=runs)
+    if target.kind == "spec":
+        row = reader.query("SELECT group_hash FROM run WHERE spec_name = ? LIMIT 1", (target.key,))[0]
+        gh = row["group_hash"]
+        runs = reader.runs("group_hash = ?", (gh,)) if gh else reader.runs("spec_name = ?", (target.key,))
+        return Group(ref=ref, kind="spec", label=target.key, group_hash=gh, runs=runs)
+    runs = reader.runs("group_hash = ?", (target.key,))
+    group = Group(ref=ref, kind="group", label="", group_hash=target.key, runs=runs)
+    group.label = group.record_name or group.spec_name or target.key[:8]
+    return group
+
+
+def _unknown_message(reader: RunReader, ref: str) -> str:
+    names: list[str] = []
+    for column in ("name", "spec_name", "record_name"):
+        rows = reader.query(f"SELECT DISTINCT {column} AS v FROM run WHERE {column} IS NOT NULL LIMIT 50000")
+        names.extend(r["v"] for r in rows)
+    close = difflib.get_close_matches(ref, names, n=5, cutoff=0.6)
+    if not close:
+        low = ref.lower()
+        close = [n for n in names if low in n.lower()][:5]
+    hint = f"; did you mean {', '.join(close)}?" if close else "; `golf ls` lists runs, `golf leaderboard` groups"
+    hexish = " (group-hash prefixes need at least 4 characters)" if re.fullmatch(r"[0-9a-f]{1,3}", ref) else ""
+    return f"no run, group, spec or record named {ref!r}{hexish}{hint}"

@@ -1,0 +1,159 @@
+"""`golf ablate SPEC --vary KEY=V1,V2` (run the base and one-knob variants over seeds, reusing finished runs)
+and `golf ablation-table BASE VARIANT...` (the same table from runs already in the store)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+
+def ablate(
+    spec: Annotated[Path, typer.Argument(metavar="SPEC", help="Base run spec (YAML).")],
+    vary: Annotated[list[str], typer.Option(
+        "--vary", metavar="KEY=V1[,V2...]", help="A knob and the values to try, one variant per value (repeatable). "
+                                                 "A list knob takes one value; separate several with ';'.")],
+    seeds: Annotated[Optional[str], typer.Option("--seeds", metavar="S1,S2,...",
+                                                 help="Seeds for every cell (default: the spec's seeds).")] = None,
+    label: Annotated[Optional[list[str]], typer.Option(
+        "--label", metavar="KEY=VALUE=TEXT", help="Row text for a change, e.g. 'XSA_LAST_N=11=XSA on all 11 "
+                                                  "layers' (default: the spec's labels, else 'KEY old→new').")] = None,
+    cumulative: Annotated[bool, typer.Option("--cumulative", help="Apply the changes one after another.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show which runs would be reused or launched; launch "
+                                                            "none.")] = False,
+    min_delta_nats: Annotated[float, typer.Option("--min-delta-nats", min=0.0,
+                                                  help="Verdict threshold in nats (JSON).")] = 0.005,
+    alpha: Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="Verdict significance level (JSON).")
+                     ] = 0.01,
+    fmt: Annotated[str, typer.Option("--format", help="table, md, csv or json.")] = "table",
+    db: Annotated[Optional[Path], typer.Option("--db", help="Run store (default: $GOLF_DB or ./runs.db).")] = None,
+) -> None:
+    """Run the base spec and each one-knob variant for each seed, then print the ablation table.
+
+    A cell (same config hash and seed) that completed before is reused, not rerun;
+    a failed or interrupted one runs again.
+    Rows: Δ pre-TTT, Δ post-TTT (or the final stage), Δ bytes, Δ ms/step and the
+    one-sided Welch p against the base (against the row above with --cumulative).
+
+    Example: golf ablate specs/base.yaml --vary XSA_LAST_N=4,11 --seeds 1337,42,2025
+    """
+    import shlex
+    import sys
+
+    from golf.analysis.ablation import ablation_groups, parse_labels, parse_vary, plan_ablation, run_ablation
+    from golf.errors import GolfError
+    from golf.output import FORMATS
+    from golf.spec import load_spec
+    from golf.store import Store
+
+    if fmt not in FORMATS:
+        raise GolfError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
+    seed_list = _parse_seeds(seeds)
+    varies = parse_vary(vary)
+    labels = parse_labels(label or [])
+    base_spec = load_spec(spec)
+    store = Store(db)
+    steps = plan_ablation(base_spec, varies, store, seed_list, cumulative, labels, prepare_data=not dry_run)
+    if dry_run:
+        _print_plan(steps, store, fmt)
+        return
+
+    def event(kind: str, plan: Any, run_id: Optional[str]) -> None:
+        what = f"{plan.spec.name} seed {plan.seed} (group {str(plan.group_hash)[:8]})"
+        if kind == "reuse":
+            typer.echo(f"golf ablate: reusing run {run_id}: {what}", err=True)
+        else:
+            typer.echo(f"golf ablate: launching {plan.name}: {what}", err=True)
+
+    # recorded on each launched run, as `golf run` does: the command that asked for it
+    command = shlex.join(["golf", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("golf", "main.py") else None
+    # the live view streams the trainer's lines to stdout: only for a terminal reading a table
+    live = sys.stdout.isatty() and fmt in ("table", "md")
+    report = run_ablation(steps, store, live=live, on_event=event, command=command)
+    groups = ablation_groups(steps, store)
+    _print_table(groups, [s.change for s in steps[1:]], cumulative, labels, min_delta_nats, alpha, fmt)
+    typer.echo(f"golf ablate: {len(report.reused)} reused, {len(report.launched)} launched, "
+               f"{len(report.failed)} failed", err=True)
+    if report.failed:
+        typer.echo(f"golf ablate: runs that did not complete: {', '.join(report.failed)} (`golf show ID`)", err=True)
+        raise typer.Exit(1)
+
+
+def ablation_table(
+    base: Annotated[str, typer.Argument(metavar="BASE_GROUP",
+                                        help="Run, group, spec or record the changes start from.")],
+    variants: Annotated[list[str], typer.Argument(metavar="VARIANT_GROUP...", help="One row each, in order.")],
+    cumulative: Annotated[bool, typer.Option(
+        "--cumulative", help="Each row against the row before (the records' '+ change' tables).")] = False,
+    label: Annotated[Optional[list[str]], typer.Option(
+        "--label", metavar="KEY=VALUE=TEXT", help="Row text for a change, e.g. 'XSA_LAST_N=11=XSA on all 11 "
+                                                  "layers' (default: the spec's labels, else 'KEY old→new').")] = None,
+    min_delta_nats: Annotated[float, typer.Option("--min-delta-nats", min=0.0,
+                                                  help="Verdict threshold in nats (JSON).")] = 0.005,
+    alpha: Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="Verdict significance level (JSON).")
+                     ] = 0.01,
+    fmt: Annotated[str, typer.Option("--format", help="table, md, csv or json.")] = "table",
+    db: Annotated[Optional[Path], typer.Option("--db", help="Run store (default: $GOLF_DB or ./runs.db).")] = None,
+) -> None:
+    """The ablation table of runs already in the store, one row per variant.
+
+    Rows are labelled by the knobs that changed (or --label, or the spec's labels)
+    and show Δ pre-TTT, Δ post-TTT, Δ bytes, Δ ms/step and the one-sided Welch p.
+
+    Example: golf ablation-table baseline xsa-all ema --cumulative --format md
+    """
+    from golf.analysis.ablation import parse_labels
+    from golf.analysis.groups import RunReader, resolve_refs
+    from golf.errors import GolfError
+    from golf.output import FORMATS
+
+    if fmt not in FORMATS:
+        raise GolfError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
+    labels = parse_labels(label or [])
+    with RunReader(db) as reader:
+        groups = resolve_refs(reader, [base, *variants])
+    _print_table(groups, None, cumulative, labels, min_delta_nats, alpha, fmt)
+
+
+def _print_table(groups: list[Any], changes: Optional[list[str]], cumulative: bool, labels: dict,
+                 min_delta_nats: float, alpha: float, fmt: str) -> None:
+    from golf.analysis.ablation import ablation_rows, display_columns, display_rows
+    from golf.analysis.stats import Rule
+    from golf.output import render
+
+    rows = ablation_rows(groups[0], groups[1:], cumulative=cumulative, changes=changes, labels=labels,
+                         rule=Rule(min_delta_nats=min_delta_nats, alpha=alpha))
+    if fmt == "json":
+        typer.echo(render([], [], "json", json_rows=rows))
+        return
+    title = "cumulative ablation" if cumulative else f"ablation against {groups[0].label}"
+    typer.echo(render(display_rows(rows, fmt), display_columns(cumulative, fmt), fmt, title=title))
+
+
+def _print_plan(steps: list[Any], store: Any, fmt: str) -> None:
+    from golf.analysis.groups import RunReader
+    from golf.output import Col, render
+
+    rows = []
+    with RunReader(store.path) as reader:
+        for step in steps:
+            for plan in step.plans:
+                existing = reader.completed_run_id(plan.group_hash, plan.seed)
+                rows.append({"change": step.change, "spec": step.spec.name, "seed": plan.seed,
+                             "group_hash": plan.group_hash, "action": "reuse" if existing else "launch",
+                             "run_id": existing})
+    columns = [Col("change"), Col("spec"), Col("seed", justify="right"), Col("group_hash", "group"),
+               Col("action"), Col("run_id", "reuses")]
+    typer.echo(render(rows, columns, fmt, title="ablation plan (dry run)"))
+
+
+def _parse_seeds(text: Optional[str]) -> Optional[list[int]]:
+    if text is None:
+        return None
+    from golf.errors import GolfError
+
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise GolfError(f"--seeds {text}: expected comma-separated non-negative integers, e.g. 1337,42,2025")
+    return [int(p) for p in parts]

@@ -1,0 +1,59 @@
+"""`golf ingest PATH...`: community training logs and record folders → runs in the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(
+        metavar="PATH...", help="Log files, or folders searched for *.log and *.txt (not requirements.txt); a "
+                                "record folder (with submission.json) becomes one group.")],
+    update: Annotated[bool, typer.Option("--update", help="Parse already-ingested logs again and replace their runs.")
+                      ] = False,
+    fmt: Annotated[str, typer.Option("--format", help="table, md, csv or json (one object per run).")] = "table",
+    db: Annotated[Optional[Path], typer.Option("--db", help="Run store (default: $GOLF_DB or ./runs.db).")] = None,
+) -> None:
+    """Parse community training logs into runs marked as ingested.
+
+    A record folder (one with submission.json) becomes one group with the record's
+    name, author, date and reported val_bpb: refer to it by the folder's name.
+    Ingesting the same bytes twice adds nothing; identical copies count once.
+
+    Example: golf ingest ../parameter-golf/records/track_10min_16mb
+    """
+    from golf.errors import GolfError
+    from golf.output import FORMATS, Col, render
+
+    if fmt not in FORMATS:
+        raise GolfError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
+    from golf.ingest import ingest_paths
+    from golf.store import Store, run_to_dict
+
+    store = Store(db)
+    report = ingest_paths(store, paths, update=update)
+    for line in report.warnings:
+        typer.echo(f"golf: warning: {line}", err=True)
+    for item in report.items:
+        if item.action in ("duplicate", "skipped"):
+            typer.echo(f"golf: {item.action}: {item.path}: {item.detail}", err=True)
+    typer.echo(report.summary(), err=True)
+    runs = []
+    for item in report.items:
+        if item.run_id and item.action in ("added", "updated", "exists"):
+            run = store.get(item.run_id)
+            if run is not None:
+                runs.append({**run_to_dict(run), "ingest_action": item.action})
+    if fmt == "json":
+        typer.echo(render([], [], "json", json_rows=runs))
+        return
+    columns = [Col("ingest_action", "action"), Col("id"), Col("name"), Col("seed", justify="right"),
+               Col("status"), Col("final_stage", "final stage"),
+               Col("final_bpb", "final bpb", lambda v: f"{v:.8f}", justify="right"),
+               Col("total_bytes", "bytes", (lambda v: str(v)) if fmt == "csv" else (lambda v: f"{v:,}"),
+                   justify="right"),
+               Col("steps", justify="right"), Col("malformed_lines", "bad lines", justify="right")]
+    typer.echo(render(runs, columns, fmt, title="ingested runs"))
