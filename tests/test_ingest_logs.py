@@ -212,6 +212,10 @@ def test_submission_schemas_are_read_tolerantly(tmp_path: Path) -> None:
     assert seeds.val_bpb == 1.0611 and seeds.n_seeds == 2 and seeds.seeds == [42, 314]
     assert seeds.bytes_total == 15995000 and seeds.step_avg_ms == 121.0
     assert seeds.val_bpb_std == pytest.approx(0.000141421, rel=1e-4)
+    timed = read_submission(sub({"val_bpb": 1.1, "seed_results": {
+        "1": {"val_bpb": 1.1, "train_time_s": 590.5, "eval_time_s": 100.0},
+        "2": {"val_bpb": 1.1, "train_time_ms": 599000, "eval_time_ms": 120500}}}))
+    assert (timed.train_time_s, timed.eval_time_s) == (599.0, 120.5)  # the slowest seed, in seconds
     mean_key = read_submission(sub({"mean_val_bpb": 1.19, "artifact_size_bytes": 15000000}))
     assert mean_key.val_bpb == 1.19 and mean_key.bytes_total == 15000000
     listed = read_submission(sub({"val_bpb": 1.08, "seeds": [1, 2, 3], "track": "non-record-16mb"}))

@@ -157,21 +157,23 @@ def _sizes(sub: Submission, data: dict[str, Any], per_seed: dict[int, dict[str, 
     sub.bytes_code = _int(_first(data, "bytes_code", "code_bytes"))
 
 
+def _seconds(row: dict[str, Any], name: str) -> float | None:
+    """A per-seed duration written as `<name>_s`, `<name>_seconds` or `<name>_ms`, in seconds."""
+    seconds = _num(_first(row, f"{name}_s", f"{name}_seconds"))
+    if seconds is None and (ms := _num(row.get(f"{name}_ms"))) is not None:
+        seconds = ms / 1000
+    return seconds
+
+
 def _times(sub: Submission, data: dict[str, Any], per_seed: dict[int, dict[str, Any]]) -> None:
     rows = list(per_seed.values())
     ms = [v for v in (_num(_first(r, "step_avg_ms", "ms_per_step")) for r in rows) if v is not None]
     sub.step_avg_ms = _num(_first(data, "step_avg_ms_mean", "step_avg_ms", "ms_per_step")) or \
         (statistics.fmean(ms) if ms else None)
-    train = [v / 1000 for v in (_num(r.get("train_time_ms")) for r in rows) if v is not None]
+    train = [v for v in (_seconds(r, "train_time") for r in rows) if v is not None]
     sub.train_time_s = _num(_first(data, "wallclock_seconds", "train_time_s", "train_time_seconds")) or \
         (max(train) if train else None)
-    evals = []
-    for r in rows:
-        seconds = _num(_first(r, "eval_time_s", "eval_time_seconds"))
-        if seconds is None and _num(r.get("eval_time_ms")) is not None:
-            seconds = _num(r.get("eval_time_ms")) / 1000  # type: ignore[operator]
-        if seconds is not None:
-            evals.append(seconds)
+    evals = [v for v in (_seconds(r, "eval_time") for r in rows) if v is not None]
     sub.eval_time_s = _num(_first(data, "eval_time_seconds", "eval_time_s")) or (max(evals) if evals else None)
 
 
