@@ -67,7 +67,9 @@ def _register() -> None:
                 command.callback = _friendly(command.callback)
             app.add_typer(module.app, name=name, rich_help_panel=panel)
         else:
-            app.command(name, rich_help_panel=panel)(_friendly(getattr(module, func)))
+            callback = getattr(module, func)
+            settings = getattr(callback, "context_settings", None)
+            app.command(name, rich_help_panel=panel, context_settings=settings)(_friendly(callback))
 
 
 _register()

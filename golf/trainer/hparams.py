@@ -275,6 +275,8 @@ KNOBS: tuple[Knob, ...] = (
 )
 
 KNOBS_BY_NAME: dict[str, Knob] = {k.name: k for k in KNOBS}
+# The strongest level of each COMPRESSOR: what COMPRESS_LEVEL=0 means, and the highest level it accepts.
+STRONGEST_COMPRESS_LEVEL = {"zlib": 9, "zstd": 22, "lzma": 9, "brotli": 11}
 
 # Families of env-var names the trainer owns: an unknown name in one of them is almost surely a typo
 # of a knob (XSA_LAST, TTT_EPOCH, ...) and is rejected rather than silently ignored.
@@ -387,6 +389,10 @@ class Hyperparameters(_make_hyperparameters_class()):  # type: ignore[misc]
             raise KnobError(f"EVAL_STRIDE={self.eval_stride} exceeds the evaluation window {self.eval_seq_len}")
         if self.ttt_enabled and self.ttt_pre_quant and self.ttt_mode == "adapt_first":
             raise KnobError("TTT_PRE_QUANT=1 and TTT_MODE=adapt_first are two different TTT forms: pick one")
+        top = STRONGEST_COMPRESS_LEVEL[self.compressor]
+        if self.compress_level > top:
+            raise KnobError(f"COMPRESS_LEVEL={self.compress_level} exceeds {self.compressor}'s strongest level {top} "
+                            f"(0 means {top})")
         if self.bigram_vocab_size == 1:
             raise KnobError("BIGRAM_VOCAB_SIZE=1 leaves no hash buckets: use 0 (off) or at least 2")
 

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
 
 def run(
+    ctx: typer.Context,
     spec: Annotated[Path, typer.Argument(help="Run spec (YAML).", metavar="SPEC", show_default=False)],
     seed: Annotated[Optional[list[int]], typer.Option("--seed", metavar="N",
                                                       help="Seed (repeatable); replaces the spec's seeds.")] = None,
@@ -35,6 +36,8 @@ def run(
     """Run a spec: one torchrun job per seed, streamed live, parsed and recorded in the run store.
 
     Example: golf run specs/smoke.yaml --set ITERATIONS=50 --seed 1 --seed 2
+
+    Several overrides may follow one --set: `--set NUM_LAYERS=2 MODEL_DIM=64 ITERATIONS=5`.
     """
     import shlex
     import sys
@@ -45,8 +48,8 @@ def run(
     from golf.store import Store, resolve_db_path
 
     loaded = load_spec(spec)
-    loaded = apply_overrides(loaded, seeds=seed, sets=parse_sets(set_ or []), data=data, nproc=nproc, name=name,
-                             tags=tag)
+    loaded = apply_overrides(loaded, seeds=seed, sets=parse_sets([*(set_ or []), *_extra_sets(ctx.args)]), data=data,
+                             nproc=nproc, name=name, tags=tag)
     if dry_run:
         db_path = resolve_db_path(db)
         store = Store(db_path) if db_path.exists() else None
@@ -70,6 +73,20 @@ def run(
         exit_code = exit_code or signal_exit_code(finished)  # one failed seed fails the command
     if exit_code:
         raise typer.Exit(exit_code)
+
+
+# Extra words after the options are taken as more --set values, so `--set A=1 B=2` works as users type it.
+run.context_settings = {"allow_extra_args": True, "ignore_unknown_options": True}  # type: ignore[attr-defined]
+
+
+def _extra_sets(args: list[str]) -> list[str]:
+    from golf.errors import GolfError
+
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            raise GolfError(f"unexpected argument {arg!r}: golf run takes one SPEC, options, and KEY=VALUE overrides "
+                            f"(see golf run --help)")
+    return list(args)
 
 
 def _dry_run_text(plan: RunPlan) -> str:

@@ -1,0 +1,200 @@
+"""After training: the evaluation stages and the artifact, in the challenge's order.
+
+pre_quant (plain eval of the exported weights) → [TTT_PRE_QUANT: AdamW on the val stream, non-record]
+→ [USE_GPTQ: Hessians from training batches, time reserved inside the training cap] → artifact (rank 0 writes
+final_model.<quant>.ptz) → post_quant roundtrip (every rank reads the file back) → [EVAL_STRIDE: sliding window]
+→ [TTT_ENABLED: legal score-first TTT, or adapt-first (non-record)] → total_eval_time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .artifact import (
+    ArtifactConfig,
+    breakdown_line,
+    build_artifact,
+    calibration_batches,
+    collect_hessians,
+    compressor_label,
+    load_artifact,
+    quant_label,
+    write_atomic,
+)
+from .evaluate import EvalResult, TokenLossFn, evaluate_plain, val_batch_seqs
+from .hparams import Hyperparameters
+from .model import GPT
+from .runtime import Runtime
+from .sliding import WindowScorer, device_tokens
+from .source import shipped_code
+from .ttt import TTTSettings, pre_quant_settings, prime_train_step, score_first_ttt, step_sizes, train_on_stream
+
+# Scorers built by prime_eval_graphs during the compile warm-up, reused by final_stages (same compiled graph).
+_FIN_SCORERS: dict[tuple[int, int, int, int, int], WindowScorer] = {}
+
+
+def eval_scorer(model: GPT, hp: Hyperparameters, rt: Runtime, val_tokens: torch.Tensor, luts: Any,
+                stride: int) -> WindowScorer:
+    """The window scorer for this model and stride (one per process: its compiled graph is primed once)."""
+    key = (id(model), stride, hp.eval_seq_len, hp.eval_batch_seqs, val_tokens.numel())
+    scorer = _FIN_SCORERS.get(key)
+    if scorer is None or scorer.model is not model or scorer.luts is not luts:
+        for stale in [k for k, s in _FIN_SCORERS.items() if s.model is not model]:
+            del _FIN_SCORERS[stale]  # only the current model's scorers are kept
+        scorer = WindowScorer(model, val_tokens, luts, hp.eval_seq_len, stride, hp.eval_batch_seqs, rt.device,
+                              rt.is_cuda and hp.compile)
+        _FIN_SCORERS[key] = scorer
+    return scorer
+
+
+def prime_eval_graphs(model: GPT, hp: Hyperparameters, rt: Runtime, val_tokens: torch.Tensor, luts: Any) -> None:
+    """Compile the evaluation stages' own graphs during the trainer's compile warm-up (before the training clock,
+    like the training graphs): the sliding-window scorer on padding windows, the TTT step on random tokens.
+    Weights, gradients and the RNG are left as they were. CUDA with COMPILE=1 and WARMUP_STEPS > 0 only."""
+    if not (rt.is_cuda and hp.compile and hp.warmup_steps > 0):
+        return
+    rt.sync()
+    t0 = time.perf_counter()
+    was_training, was_recurrent = model.training, model.recur_active
+    model.eval()  # the stages run in eval mode with recurrence on (its final state): prime those graphs
+    model.set_recurrence(True)
+    primed = []
+    if hp.eval_stride or (hp.ttt_enabled and hp.ttt_mode == "score_first"):
+        eval_scorer(model, hp, rt, val_tokens, luts, hp.eval_stride or hp.eval_seq_len).prime()
+        primed.append("windows")
+    total = val_tokens.numel() - 1
+    sizes: set[int] = set()
+    if hp.ttt_enabled and hp.ttt_mode == "score_first":
+        sizes |= step_sizes(min(hp.ttt_chunk_tokens, total) // hp.ttt_seq_len, hp.ttt_batch_seqs, rt.rank,
+                            rt.world_size)
+    if hp.ttt_pre_quant or (hp.ttt_enabled and hp.ttt_mode == "adapt_first"):
+        sizes |= step_sizes(total // hp.ttt_seq_len, hp.ttt_batch_seqs, rt.rank, rt.world_size)
+    for rows in sorted(sizes):
+        prime_train_step(model, rows, hp.ttt_seq_len, hp.vocab_size, rt.device)
+        primed.append(f"ttt_step{rows}x{hp.ttt_seq_len}")
+    model.set_recurrence(was_recurrent)
+    model.train(was_training)
+    rt.sync()
+    if primed:
+        rt.log(f"eval_warmup:compiled {','.join(primed)} in {time.perf_counter() - t0:.1f}s")
+
+
+def log_result(rt: Runtime, label: str, result: EvalResult) -> None:
+    rt.log(f"{label} val_loss:{result.val_loss:.4f} val_bpb:{result.val_bpb:.4f} eval_time:{result.elapsed_ms:.0f}ms")
+    rt.log(f"{label}_exact val_loss:{result.val_loss:.8f} val_bpb:{result.val_bpb:.8f}")
+
+
+def stage_labels(hp: Hyperparameters) -> dict[str, str]:
+    """The result-line label of each stage for these knobs."""
+    quant = quant_label(hp)
+    comp = compressor_label(hp.compressor, hp.compress_level, hp.byte_shuffle).replace("-", "_")
+    return {
+        "pre_quant": "pre_quant",
+        "post_quant": f"final_{quant}_{comp}_roundtrip",
+        "sliding": f"final_{quant}_sliding_window",
+        "post_ttt": "legal_ttt" if hp.ttt_mode == "score_first" else f"final_{quant}_ttt",
+    }
+
+
+def write_artifact(model: GPT, hp: Hyperparameters, rt: Runtime, hessians: dict[str, torch.Tensor] | None,
+                   path: Path) -> None:
+    """Rank 0: quantize, compress, write the file and log its sizes (the challenge's lines + the breakdown)."""
+    artifact, stats = build_artifact(model, ArtifactConfig.from_hp(hp), hessians)
+    write_atomic(path, artifact.blob)
+    label = f"{quant_label(hp)}+{compressor_label(hp.compressor, hp.compress_level, hp.byte_shuffle)}"
+    code_bytes, how = shipped_code(hp.code_pack, hp.as_env())
+    rt.log(stats.line())
+    rt.log(f"Serialized model {label}: {artifact.size} bytes")
+    rt.log(f"Code size: {code_bytes} bytes ({how})")
+    rt.log(f"Total submission size {label}: {artifact.size + code_bytes} bytes")
+    rt.log(breakdown_line(artifact, code_bytes))
+
+
+def load_weights(model: GPT, state: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        model.load_state_dict(state, strict=True)  # copies in place: compiled graphs keep seeing these tensors
+
+
+def final_stages(model: GPT, eval_fn: TokenLossFn, hp: Hyperparameters, rt: Runtime, val_tokens: torch.Tensor,
+                 luts: Any, loader: Any) -> dict[str, EvalResult]:
+    """Run every configured stage; returns each stage's result by stage name."""
+    model.set_qat(False)  # the stages score real weights, not fake-quantized ones
+    model.eval()
+    rt.sync()
+    start = time.perf_counter()
+    reserved_s = 0.0  # GPTQ calibration: inside the training cap, not eval time
+    compile_fn = rt.is_cuda and hp.compile
+    labels = stage_labels(hp)
+    batch = val_batch_seqs(hp.val_batch_size, hp.eval_seq_len, rt.world_size)
+    results: dict[str, EvalResult] = {}
+
+    def plain() -> EvalResult:
+        return evaluate_plain(eval_fn, val_tokens, luts, hp.eval_seq_len, batch, rt)
+
+    def record(stage: str, result: EvalResult) -> None:
+        results[stage] = result
+        log_result(rt, labels[stage], result)
+
+    record("pre_quant", plain())
+    primed = [s for s in _FIN_SCORERS.values() if s.model is model and s.total == val_tokens.numel() - 1]
+    tokens = primed[0].tokens if primed else device_tokens(val_tokens, rt.device)
+    non_record_logged = False
+    if hp.ttt_pre_quant:
+        rt.log(f"non_record: {hp.non_record_reason}")
+        non_record_logged = True
+        t0 = time.perf_counter()
+        steps = train_on_stream(model, tokens, pre_quant_settings(hp), rt, compile_fn)
+        rt.sync()
+        rt.log(f"ttt_pre_quant:done optimizer=adamw epochs={hp.ttt_epochs} steps={steps} "
+               f"time={time.perf_counter() - t0:.1f}s")
+
+    hessians = None
+    if hp.use_gptq:
+        rt.sync()
+        t0 = time.perf_counter()
+        cfg = ArtifactConfig.from_hp(hp)
+        hessians = collect_hessians(model, calibration_batches(loader, hp, rt.world_size), cfg, rt)
+        rt.sync()
+        reserved_s = time.perf_counter() - t0
+        rt.log(f"gptq:calibrated {len(hessians)} layers in {reserved_s:.1f}s")
+
+    path = Path(f"final_model.{quant_label(hp)}.ptz")
+    if rt.is_main:
+        write_artifact(model, hp, rt, hessians, path)
+    del hessians
+    rt.barrier()
+    load_weights(model, load_artifact(path))  # every rank evaluates what the file holds
+    record("post_quant", plain())
+
+    scorer = None
+    if hp.eval_stride:
+        scorer = eval_scorer(model, hp, rt, val_tokens, luts, hp.eval_stride)
+        record("sliding", scorer.evaluate(rt))
+
+    if hp.ttt_enabled:
+        cfg_ttt = TTTSettings.from_hp(hp)
+        if hp.ttt_mode == "score_first":
+            # without a sliding stage, the plain sequences are the windows (stride = window)
+            ttt_scorer = scorer or eval_scorer(model, hp, rt, val_tokens, luts, hp.eval_seq_len)
+            out = score_first_ttt(model, ttt_scorer, cfg_ttt, rt, compile_fn)
+            record("post_ttt", out.result)
+        else:
+            if not non_record_logged:
+                rt.log(f"non_record: {hp.non_record_reason}")
+            rt.sync()
+            t0 = time.perf_counter()
+            steps = train_on_stream(model, tokens, cfg_ttt, rt, compile_fn)
+            rt.log(f"ttt_adapt:done optimizer={cfg_ttt.optimizer} epochs={cfg_ttt.epochs} steps={steps} "
+                   f"time={time.perf_counter() - t0:.1f}s")
+            scored = scorer.evaluate(rt) if scorer is not None else plain()
+            record("post_ttt", dataclasses.replace(scored, elapsed_ms=1000.0 * (time.perf_counter() - t0)))
+        rt.log(f"ttt_time:{results['post_ttt'].elapsed_ms:.0f}ms")
+
+    rt.sync()
+    rt.log(f"total_eval_time:{time.perf_counter() - start - reserved_s:.1f}s")
+    return results
