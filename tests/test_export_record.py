@@ -18,6 +18,7 @@ from scipy import stats as sps
 from typer.testing import CliRunner
 
 from golf.analysis.stats import Rule
+from golf.errors import GolfError
 from golf.export.bundle import build_trainer_file
 from golf.export.record import ExportOptions, export_record, published_sample, write_folder
 from golf.launch.plan import code_hash_of
@@ -231,7 +232,7 @@ def test_refused_exports_write_nothing(store_path: Path, tmp_path: Path) -> None
     out = tmp_path / "out"
     for ref, message in [("ingested", "only runs of golf's bundled trainer"),
                          ("oldcode", "would not be the code that produced these numbers"),
-                         ("nolog", "is missing; a record ships every log"),
+                         ("nolog", "beside the run store); a record ships every log"),
                          ("nosuch", "no run, group, spec or record named")]:
         result = invoke(ref, "--out", str(out), "--db", str(store_path))
         assert result.exit_code == 2 and message in result.output, (ref, result.output)
@@ -398,3 +399,18 @@ def test_cli_prints_the_verdicts(store_path: Path, tmp_path: Path) -> None:
     assert "wrote " in out.stdout and "no check fails" in out.stdout
     bad = invoke("best", "--out", str(tmp_path / "pg"), "--db", str(store_path), "--sota-bpb", "1.1")
     assert bad.exit_code == 2 and "go together" in bad.output
+
+
+def test_logs_are_found_beside_a_store_copied_off_the_gpu_box(store_path: Path, tmp_path: Path) -> None:
+    # runs.db and runs/ were copied together to another machine: the recorded absolute log paths are gone
+    store = Store(store_path)
+    runs = store.runs_where(spec_name="best")
+    for run in runs:
+        store.update_run(run.id, log_path=f"/gone/gpu-box/runs/{run.id}/train.log")
+    folder = export(store_path, tmp_path / "pg").folder
+    for run in runs:
+        shipped = (folder / f"train_seed{run.seed}.log").read_text()
+        assert shipped == (tmp_path / "runs" / run.id / "train.log").read_text()
+    (tmp_path / "runs" / runs[0].id / "train.log").unlink()
+    with pytest.raises(GolfError, match=r"its log /gone/gpu-box/runs/\w+/train.log is missing \(also not under runs/"):
+        export(store_path, tmp_path / "pg2")

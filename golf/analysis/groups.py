@@ -105,6 +105,15 @@ class RunReader:
     def close(self) -> None:
         self._conn.close()
 
+    def log_file(self, run: Mapping[str, Any]) -> Path | None:
+        """A run's log: where golf recorded it, else runs/<id>/train.log beside this store (a runs.db copied off
+        the GPU box together with its runs/ folder)."""
+        recorded = run.get("log_path")
+        if recorded and Path(recorded).is_file():
+            return Path(recorded)
+        beside = self.path.resolve().parent / "runs" / str(run.get("id")) / "train.log"
+        return beside if beside.is_file() else None
+
     def __enter__(self) -> RunReader:
         return self
 

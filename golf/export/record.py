@@ -22,7 +22,7 @@ import re
 import shutil
 import statistics
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path, PurePath
@@ -261,7 +261,8 @@ def _shipped_runs(group: Group, ref: str) -> tuple[list[RunRecord], list[int]]:
     return [newest[s] for s in order], [s for s in order if counts[s] > 1]
 
 
-def _check_exportable(runs: Sequence[RunRecord], track: str, current_code: str) -> None:
+def _check_exportable(runs: Sequence[RunRecord], track: str, current_code: str,
+                      locate_log: Callable[[RunRecord], Path | None]) -> None:
     for run in runs:
         name = run["name"]
         if run.get("source") != "golf" or run.get("trainer") != "bundled":
@@ -278,9 +279,9 @@ def _check_exportable(runs: Sequence[RunRecord], track: str, current_code: str) 
         for metric in ("final_bpb", "final_loss", "model_bytes"):
             if run.get(metric) is None:
                 raise GolfError(f"run {name} has no {metric} in its log; a record needs it")
-        log = run.get("log_path")
-        if not log or not Path(log).is_file():
-            raise GolfError(f"run {name}: its log {log or '(none recorded)'} is missing; a record ships every log")
+        if locate_log(run) is None:
+            raise GolfError(f"run {name}: its log {run.get('log_path') or '(none recorded)'} is missing (also not "
+                            f"under runs/{run.get('id')}/ beside the run store); a record ships every log")
 
 
 def _check_config_secrets(config: Mapping[str, Any], run_name: str) -> None:
@@ -400,7 +401,7 @@ def plan_record(reader: RunReader, ref: str, opts: ExportOptions) -> Record:
     runs, duplicates = _shipped_runs(found, ref)
     name = opts.name or found.spec_name or found.label
     folder, track = record_folder(opts.out, opts.track, day, name)
-    _check_exportable(runs, track, code_hash())
+    _check_exportable(runs, track, code_hash(), reader.log_file)
     group = group_of_runs(reader, [r["id"] for r in runs], found.label, found.group_hash, ref)
     provenance = {r["id"]: dict(r) for r in reader.runs_by_id([r["id"] for r in runs], columns=PROVENANCE_COLUMNS)}
     config = {k: str(v) for k, v in (runs[0].get("config") or {}).items()}
@@ -415,7 +416,7 @@ def plan_record(reader: RunReader, ref: str, opts: ExportOptions) -> Record:
     code_bytes = len(trainer_text.encode("utf-8"))
     seeds, redactions = [], {}
     for run in group.scored_runs:
-        redaction = redact(_read_log(run["log_path"]))
+        redaction = redact(_read_log(str(reader.log_file(run))))
         log_name = f"train_seed{run['seed']}.log"
         redactions[log_name] = redaction.names
         figures = C.SeedFigures(seed=run["seed"], model_bytes=int(run["model_bytes"]), code_bytes=code_bytes,
