@@ -8,6 +8,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from golf_cli.options import AlphaOption, DbOption, FormatOption, MinDeltaNatsOption
+
 
 def ablate(
     spec: Annotated[Path, typer.Argument(metavar="SPEC", help="Base run spec (YAML).")],
@@ -22,12 +24,10 @@ def ablate(
     cumulative: Annotated[bool, typer.Option("--cumulative", help="Apply the changes one after another.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show which runs would be reused or launched; launch "
                                                             "none.")] = False,
-    min_delta_nats: Annotated[float, typer.Option("--min-delta-nats", min=0.0,
-                                                  help="Verdict threshold in nats (JSON).")] = 0.005,
-    alpha: Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="Verdict significance level (JSON).")
-                     ] = 0.01,
-    fmt: Annotated[str, typer.Option("--format", help="table, md, csv or json.")] = "table",
-    db: Annotated[Optional[Path], typer.Option("--db", help="Run store (default: $GOLF_DB or ./runs.db).")] = None,
+    min_delta_nats: MinDeltaNatsOption = 0.005,
+    alpha: AlphaOption = 0.01,
+    fmt: FormatOption = "table",
+    db: DbOption = None,
 ) -> None:
     """Run the base spec and each one-knob variant for each seed, then print the ablation table.
 
@@ -89,12 +89,10 @@ def ablation_table(
     label: Annotated[Optional[list[str]], typer.Option(
         "--label", metavar="KEY=VALUE=TEXT", help="Row text for a change, e.g. 'XSA_LAST_N=11=XSA on all 11 "
                                                   "layers' (default: the spec's labels, else 'KEY old→new').")] = None,
-    min_delta_nats: Annotated[float, typer.Option("--min-delta-nats", min=0.0,
-                                                  help="Verdict threshold in nats (JSON).")] = 0.005,
-    alpha: Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="Verdict significance level (JSON).")
-                     ] = 0.01,
-    fmt: Annotated[str, typer.Option("--format", help="table, md, csv or json.")] = "table",
-    db: Annotated[Optional[Path], typer.Option("--db", help="Run store (default: $GOLF_DB or ./runs.db).")] = None,
+    min_delta_nats: MinDeltaNatsOption = 0.005,
+    alpha: AlphaOption = 0.01,
+    fmt: FormatOption = "table",
+    db: DbOption = None,
 ) -> None:
     """The ablation table of runs already in the store, one row per variant.
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
+
+from golf_cli.options import AlphaOption, DbOption, FormatOption, MinDeltaNatsOption
 
 
 def compare(
@@ -19,12 +20,10 @@ def compare(
     all_params: Annotated[bool, typer.Option("--all-params", help="Show every knob, not only those that differ.")
                           ] = False,
     plot: Annotated[bool, typer.Option("--plot", help="Overlay the runs' train-loss curves in the terminal.")] = False,
-    min_delta_nats: Annotated[float, typer.Option("--min-delta-nats", min=0.0,
-                                                  help="Improvement in NATS (val_loss) the verdict requires.")] = 0.005,
-    alpha: Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="Significance level of the verdict.")
-                     ] = 0.01,
-    fmt: Annotated[str, typer.Option("--format", help="table, md, csv or json.")] = "table",
-    db: Annotated[Optional[Path], typer.Option("--db", help="Run store (default: $GOLF_DB or ./runs.db).")] = None,
+    min_delta_nats: MinDeltaNatsOption = 0.005,
+    alpha: AlphaOption = 0.01,
+    fmt: FormatOption = "table",
+    db: DbOption = None,
 ) -> None:
     """Compare runs or seed groups side by side, each against the first.
 

@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from golf_cli.options import AlphaOption, DbOption, FormatOption, MinDeltaNatsOption
+
 
 def export_record(
     ref: Annotated[str, typer.Argument(
@@ -32,16 +34,13 @@ def export_record(
                         ] = None,
     sota_n: Annotated[Optional[int], typer.Option("--sota-n", help="Published baseline: its number of seeds.")
                       ] = None,
-    min_delta_nats: Annotated[float, typer.Option("--min-delta-nats", min=0.0,
-                                                  help="Improvement in NATS the record rule requires.")] = 0.005,
-    alpha: Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="Significance level of the rule.")
-                     ] = 0.01,
+    min_delta_nats: MinDeltaNatsOption = 0.005,
+    alpha: AlphaOption = 0.01,
     blurb: Annotated[Optional[str], typer.Option("--blurb", help="One-paragraph summary (default: generated).")
                      ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing record folder.")] = False,
-    fmt: Annotated[str, typer.Option("--format", help="table, md, csv or json (the checks).")] = "table",
-    db: Annotated[Optional[Path], typer.Option("--db", metavar="PATH",
-                                               help="Run store (default: $GOLF_DB or ./runs.db).")] = None,
+    fmt: FormatOption = "table",
+    db: DbOption = None,
 ) -> None:
     """Write a run or seed group as the challenge's record folder.
 

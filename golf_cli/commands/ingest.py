@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
+
+from golf_cli.options import DbOption, FormatOption
 
 
 def ingest(
@@ -14,8 +16,8 @@ def ingest(
                                 "record folder (with submission.json) becomes one group.")],
     update: Annotated[bool, typer.Option("--update", help="Parse already-ingested logs again and replace their runs.")
                       ] = False,
-    fmt: Annotated[str, typer.Option("--format", help="table, md, csv or json (one object per run).")] = "table",
-    db: Annotated[Optional[Path], typer.Option("--db", help="Run store (default: $GOLF_DB or ./runs.db).")] = None,
+    fmt: FormatOption = "table",
+    db: DbOption = None,
 ) -> None:
     """Parse community training logs into runs marked as ingested.
 

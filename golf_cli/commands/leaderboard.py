@@ -7,14 +7,16 @@ from typing import Annotated, Optional
 
 import typer
 
+from golf_cli.options import DbOption, FormatOption
+
 
 def leaderboard(
     official: Annotated[Optional[Path], typer.Option(
         "--official", metavar="PATH", help="A parameter-golf checkout (or its records/ or a track folder): "
                                            "interleave its records' submission.json scores, marked official.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="Rows to show.")] = 20,
-    fmt: Annotated[str, typer.Option("--format", help="table, md, csv or json.")] = "table",
-    db: Annotated[Optional[Path], typer.Option("--db", help="Run store (default: $GOLF_DB or ./runs.db).")] = None,
+    fmt: FormatOption = "table",
+    db: DbOption = None,
 ) -> None:
     """The best seed groups by mean final bpb.
 

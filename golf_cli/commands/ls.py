@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from golf_cli.options import DbOption, FormatOption
 
 
 def ls(
@@ -13,9 +14,8 @@ def ls(
                                                                     "failed, interrupted, diverged).")] = None,
     tag: Annotated[Optional[str], typer.Option("--tag", help="Only runs with this tag.")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="At most N runs.")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="table, md, csv or json.")] = "table",
-    db: Annotated[Optional[Path], typer.Option("--db", metavar="PATH",
-                                               help="Run store (default: $GOLF_DB or ./runs.db).")] = None,
+    fmt: FormatOption = "table",
+    db: DbOption = None,
 ) -> None:
     """List runs, newest first.
 

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from golf_cli.options import DbOption
+
 if TYPE_CHECKING:
     from golf.launch.plan import RunPlan
 
@@ -26,8 +28,7 @@ def run(
     tag: Annotated[Optional[list[str]], typer.Option("--tag", metavar="TAG", help="Tag the runs (repeatable).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the command, environment and every resolved "
                                                             "knob; launch nothing.")] = False,
-    db: Annotated[Optional[Path], typer.Option("--db", metavar="PATH",
-                                               help="Run store (default: $GOLF_DB or ./runs.db).")] = None,
+    db: DbOption = None,
     nnodes: Annotated[int, typer.Option("--nnodes", help="Nodes (multi-node runs).")] = 1,
     node_rank: Annotated[int, typer.Option("--node-rank", help="This node's rank.")] = 0,
     rdzv_endpoint: Annotated[Optional[str], typer.Option("--rdzv-endpoint", metavar="HOST:PORT",

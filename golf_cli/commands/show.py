@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from golf_cli.options import DbOption
 
 if TYPE_CHECKING:
     from golf.store import Run, Step
@@ -18,8 +19,7 @@ def show(
     run: Annotated[str, typer.Argument(help="Run id, unique id prefix, or name.", metavar="RUN", show_default=False)],
     fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
     bytes_: Annotated[bool, typer.Option("--bytes", help="Byte breakdown against the 16,000,000 cap.")] = False,
-    db: Annotated[Optional[Path], typer.Option("--db", metavar="PATH",
-                                               help="Run store (default: $GOLF_DB or ./runs.db).")] = None,
+    db: DbOption = None,
 ) -> None:
     """Show one run: what ran where, its results, its curve and (--bytes) where its bytes go.
 
