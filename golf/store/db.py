@@ -6,7 +6,10 @@ Only the golf process writes here; torchrun ranks never open the store.
 from __future__ import annotations
 
 import os
+import random
 import socket
+import sqlite3
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -213,10 +216,26 @@ class Store:
 def _on_connect(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    cur.execute("PRAGMA journal_mode=WAL")
+    _ensure_wal(cur)
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def _ensure_wal(cur: Any) -> None:
+    """Switch a new store to WAL. The switch needs the database to itself and SQLite does not wait on the busy
+    timeout for it, so several golf processes creating one store at once retry here rather than fail."""
+    if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+        return
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02 + random.random() * 0.08)
 
 
 def _pid_alive(pid: int) -> bool:
