@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import perturbed_tiny_gpt
 from torch import nn
 
 from golf.trainer.bpb import build_luts_from_pieces
 from golf.trainer.evaluate import evaluate_plain
-from golf.trainer.hparams import Hyperparameters
 from golf.trainer.model import GPT
 from golf.trainer.runtime import Runtime
 from golf.trainer.sliding import WindowScorer, first_scored, window_starts
@@ -50,14 +50,7 @@ class Bigram(nn.Module):
 
 
 def tiny_gpt(seq: int = 32, seed: int = 0) -> GPT:
-    hp = Hyperparameters.resolve(values={"NUM_LAYERS": 2, "MODEL_DIM": 32, "NUM_HEADS": 2, "NUM_KV_HEADS": 1,
-                                         "VOCAB_SIZE": VOCAB, "TRAIN_SEQ_LEN": seq, "TRAIN_BATCH_TOKENS": seq})
-    torch.manual_seed(seed)
-    model = GPT(hp)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn_like(p))  # the projections start at zero: give every layer an effect
-    return model.eval()
+    return perturbed_tiny_gpt(VOCAB, seq, seed)
 
 
 @pytest.mark.parametrize("total,seq,stride", [(1000, 64, 16), (1001, 64, 16), (1003, 64, 24), (50, 64, 16),

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from conftest import perturbed_tiny_gpt
 
 from golf.trainer import ttt as T
 from golf.trainer.bpb import build_luts_from_pieces
-from golf.trainer.hparams import Hyperparameters
 from golf.trainer.model import GPT
 from golf.trainer.runtime import Runtime
 from golf.trainer.sliding import WindowScorer, first_scored
@@ -30,14 +30,7 @@ def synthetic_luts():  # type: ignore[no-untyped-def]
 
 
 def tiny_gpt(seed: int = 0) -> GPT:
-    hp = Hyperparameters.resolve(values={"NUM_LAYERS": 2, "MODEL_DIM": 32, "NUM_HEADS": 2, "NUM_KV_HEADS": 1,
-                                         "VOCAB_SIZE": VOCAB, "TRAIN_SEQ_LEN": SEQ, "TRAIN_BATCH_TOKENS": SEQ})
-    torch.manual_seed(seed)
-    model = GPT(hp)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    return model.eval()
+    return perturbed_tiny_gpt(VOCAB, SEQ, seed)
 
 
 def stream(n: int, seed: int = 0) -> torch.Tensor:
