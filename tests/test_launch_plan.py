@@ -12,13 +12,13 @@ from typer.testing import CliRunner
 
 from golf.errors import GolfError
 from golf.launch import plan_runs
-from golf.launch.plan import TRAINER_DIR
 from golf.spec import apply_overrides, load_spec
 from golf.store import Run, Store
 from golf.trainer.hparams import KNOBS, KNOBS_BY_NAME
 from golf_cli.main import app
 
 runner = CliRunner()
+TRAINER_DIR = Path(__file__).resolve().parent.parent / "golf" / "trainer"
 
 
 def spec_file(workdir: Path, data: Path, extra: str = "", name: str = "exp") -> Path:

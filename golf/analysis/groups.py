@@ -24,6 +24,7 @@ from typing import Any
 
 from golf.analysis.stats import Stat, summarize
 from golf.errors import GolfError
+from golf.paths import resolve_db_path
 
 # The columns of `run` that analysis reads (provenance such as host, versions and pid is left out).
 RUN_COLUMNS = (
@@ -52,8 +53,8 @@ BPB_METRICS = ("pre_quant_bpb", "post_quant_bpb", "sliding_bpb", "post_ttt_bpb",
 
 
 def db_path(cli_value: str | os.PathLike[str] | None = None) -> Path:
-    """--db PATH, else $GOLF_DB, else ./runs.db (as golf.store.resolve_db_path, without importing sqlmodel)."""
-    return Path(cli_value or os.environ.get("GOLF_DB") or "runs.db")
+    """--db PATH, else $GOLF_DB, else ./runs.db."""
+    return resolve_db_path(cli_value)
 
 
 def loss_field(bpb_field: str) -> str:

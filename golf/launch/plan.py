@@ -23,7 +23,6 @@ from golf.errors import GolfError
 from golf.spec import Spec, display_path
 from golf.trainer.hparams import Hyperparameters, KnobError, looks_like_knob, unknown_knob_message
 
-TRAINER_DIR = Path(golf.__file__).resolve().parent / "trainer"
 PATH_KNOBS = ("DATA_PATH", "TOKENIZER_PATH")
 IDENTITY_EXCLUDED = ("SEED", "RUN_ID", *PATH_KNOBS)
 # NVLink multicast (NVLS) is forbidden on the shared multi-GPU hosts; NCCL would fail to initialise with it.
@@ -96,15 +95,13 @@ def config_hash_of(knobs: Mapping[str, str], data_path: str | os.PathLike[str],
 
 
 def code_hash_of(trainer: str | os.PathLike[str] | None = None) -> str:
-    """sha256 of the trainer source: a community script's bytes, or golf/trainer/*.py (name and bytes, by name)."""
+    """sha256 of the trainer source: a community script's bytes, or the bundled trainer's own code hash (the one it
+    logs as code_sha256 and export-record checks against)."""
     if trainer is not None:
         return sha256_file(trainer)
-    digest = hashlib.sha256()
-    for path in sorted(TRAINER_DIR.glob("*.py"), key=lambda p: p.name):
-        digest.update(path.name.encode("utf-8") + b"\0")
-        digest.update(path.read_bytes())
-        digest.update(b"\0")
-    return digest.hexdigest()
+    from golf.trainer.source import code_hash
+
+    return code_hash()
 
 
 def group_hash_of(config_hash: str, code_hash: str) -> str:

@@ -12,7 +12,6 @@ import sqlite3
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
@@ -20,18 +19,13 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine, select
 
 from golf.errors import GolfError
+from golf.paths import resolve_db_path
 from golf.store.models import SCHEMA_VERSION, Meta, Run, Step, now
 
-DEFAULT_DB = "runs.db"
 BUSY_TIMEOUT_MS = 30_000
 
 # version -> SQL statements that bring a store from version-1 to version. Append, never edit.
 MIGRATIONS: dict[int, Sequence[str]] = {}
-
-
-def resolve_db_path(cli_value: str | os.PathLike[str] | None = None) -> Path:
-    """--db PATH, else $GOLF_DB, else ./runs.db."""
-    return Path(cli_value or os.environ.get("GOLF_DB") or DEFAULT_DB)
 
 
 class RunNotFound(GolfError):
