@@ -38,12 +38,45 @@ def model_flops_per_token(trainer: Trainer) -> float:
     return 6.0 * (matmul + attention)
 
 
+def kernel_kind(name: str) -> str:
+    low = name.lower()
+    if "sdpa" in low or "cudnn" in low or "flash" in low or "fmha" in low:
+        return "attention"
+    if low.startswith(("nvjet", "sm90_xmma", "cutlass")) or "gemm" in low:
+        return "gemm"
+    if low.startswith("triton_"):
+        return "triton_" + low.split("_")[1]  # per (reductions), red, poi (pointwise)
+    return "other"
+
+
+def dump_kernel_sources(names: list[str], out: Path | None) -> dict[str, str]:
+    """Copy the generated source of the named Triton kernels out of inductor's cache (to see what they fuse)."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    found: dict[str, str] = {}
+    files = list(Path(cache_dir()).rglob("*.py"))
+    for name in dict.fromkeys(names):
+        for path in files:
+            text = path.read_text(errors="replace")
+            at = text.find(f"def {name}(")
+            if at < 0:
+                continue
+            head = text.rfind("# kernel path", 0, at)
+            found[name] = text[max(head, at - 6000, 0):at + 8000]
+            break
+    if out is not None:
+        dump = out.with_suffix(".kernels.txt")
+        dump.write_text("\n\n".join(f"##### {k}\n{v}" for k, v in found.items()))
+    return {name: f"{len(src)} chars" for name, src in found.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--profile", type=int, default=0, help="profile this many steps after timing")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--dump-kernels", type=int, default=0, help="write the sources of the top N Triton kernels")
     args = ap.parse_args()
     hp = Hyperparameters.from_env()
     rt = setup_runtime()
@@ -104,6 +137,18 @@ def main() -> None:
         events = [e for e in prof.key_averages() if e.device_type == DeviceType.CUDA and e.self_device_time_total > 0]
         events.sort(key=lambda e: e.self_device_time_total, reverse=True)
         total = sum(e.self_device_time_total for e in events) or 1.0
+        result["kernel_ms_per_step"] = total / 1000 / args.profile  # vs ms_per_step: the rest is GPU idle
+        by_kind: dict[str, float] = {}
+        for e in events:
+            kind = kernel_kind(e.key)
+            by_kind[kind] = by_kind.get(kind, 0.0) + e.self_device_time_total / 1000 / args.profile
+        result["kernel_ms_by_kind"] = dict(sorted(by_kind.items(), key=lambda kv: -kv[1]))
+        if args.dump_kernels:
+            try:
+                result["kernel_sources"] = dump_kernel_sources(
+                    [e.key for e in events if e.key.startswith("triton_")][:args.dump_kernels], args.out)
+            except Exception as exc:  # a diagnostic: never lose the timing over it
+                result["kernel_sources"] = {"error": repr(exc)}
         result["profile_top"] = [
             {"name": e.key[:120], "ms_per_step": e.self_device_time_total / 1000 / args.profile,
              "share": e.self_device_time_total / total, "calls_per_step": e.count / args.profile}

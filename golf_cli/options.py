@@ -13,3 +13,21 @@ FormatOption = Annotated[str, typer.Option("--format", metavar="table|md|csv|jso
 MinDeltaNatsOption = Annotated[float, typer.Option(
     "--min-delta-nats", min=0.0, help="Improvement in NATS (val_loss) the verdict requires.")]
 AlphaOption = Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="Significance level of the verdict.")]
+SetOption = Annotated[Optional[list[str]], typer.Option(
+    "--set", metavar="KEY=VALUE", help="Override a knob (repeatable; more KEY=VALUE words may follow one --set).")]
+DataOption = Annotated[Optional[str], typer.Option(
+    "--data", metavar="sample|DIR", help="Data: the built-in sample or a folder of shards.")]
+NprocOption = Annotated[Optional[str], typer.Option("--nproc", metavar="N|auto", help="Processes per node.")]
+# Commands taking --set accept further KEY=VALUE words after it (`--set A=1 B=2`), as users type them.
+EXTRA_SETS = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def extra_sets(args: list[str], command: str, takes: str) -> list[str]:
+    """The KEY=VALUE words typer left over after the options; anything else is a one-line error."""
+    from golf.errors import GolfError
+
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            raise GolfError(f"unexpected argument {arg!r}: golf {command} takes {takes}, options, and KEY=VALUE "
+                            f"overrides (see golf {command} --help)")
+    return list(args)

@@ -414,3 +414,12 @@ def test_logs_are_found_beside_a_store_copied_off_the_gpu_box(store_path: Path, 
     (tmp_path / "runs" / runs[0].id / "train.log").unlink()
     with pytest.raises(GolfError, match=r"its log /gone/gpu-box/runs/\w+/train.log is missing \(also not under runs/"):
         export(store_path, tmp_path / "pg2")
+
+
+def test_changes_list_a_knob_the_others_depend_on(tmp_path: Path) -> None:
+    # without NUM_LAYERS=11, XSA_LAST_N=11 would be invalid (default 9 layers): the knob is a change, not an error
+    store = Store(tmp_path / "runs.db")
+    add_group(store, tmp_path, "xsaall", "b" * 16, knob_values={"NUM_LAYERS": 11, "XSA_LAST_N": 11})
+    result = export(tmp_path / "runs.db", tmp_path / "pg", ref="xsaall")
+    changes = {r[0]: r[1:3] for r in table_rows((result.folder / "README.md").read_text(), "Changes")}
+    assert changes == {"`NUM_LAYERS`": ["9", "11"], "`XSA_LAST_N`": ["0", "11"]}

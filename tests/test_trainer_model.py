@@ -234,12 +234,37 @@ def test_value_residual_mixes_with_the_first_layers_values() -> None:
 
 def test_value_residual_model_feeds_layer_zero_values_forward() -> None:
     model = GPT(tiny(VALUE_RESIDUAL=1))
-    first_v: list[torch.Tensor] = []
-    model.blocks[0].attn.c_v.register_forward_hook(lambda _m, _a, out: first_v.append(out))
+    first_in: list[torch.Tensor] = []
+    model.blocks[0].attn.register_forward_pre_hook(lambda _m, args: first_in.append(args[0]))
     received: list[torch.Tensor | None] = []
     model.blocks[2].attn.register_forward_pre_hook(lambda _m, args: received.append(args[4]))
     model(ids(), ids())
-    torch.testing.assert_close(received[0], first_v[0].view_as(received[0]))
+    first_v = model.blocks[0].attn.c_v(first_in[0])  # layer 0's raw values, before any mixing
+    torch.testing.assert_close(received[0], first_v.view_as(received[0]))
+
+
+@pytest.mark.parametrize("qat", [False, True])
+def test_fused_qkv_projection_equals_the_three_separate_projections(qat: bool) -> None:
+    hp = tiny(ORTHO_INIT=1, QAT_ENABLED=int(qat))
+    attn = GPT(hp).blocks[1].attn
+    for m in (attn.c_q, attn.c_k, attn.c_v):
+        m.qat_on.fill_(1.0 if qat else 0.0)
+    x = torch.randn(2, 7, 64, requires_grad=True)
+    q, k, v = attn.qkv(x)
+    assert q.shape == (2, 7, 4, 16) and k.shape == v.shape == (2, 7, 2, 16)
+    for got, lin, heads in ((q, attn.c_q, 4), (k, attn.c_k, 2), (v, attn.c_v, 2)):
+        torch.testing.assert_close(got, lin(x).view(2, 7, heads, 16))
+    if qat:  # the fake quantization really reaches the fused matmul
+        plain = F.linear(x, attn.c_q.weight).view(2, 7, 4, 16)
+        assert (q - plain).abs().max() > 1e-4
+    # gradients reach each projection's own weight exactly as through the separate modules
+    (q.square().sum() + k.sum() + (v * 3).sum()).backward()
+    fused = [m.weight.grad.clone() for m in (attn.c_q, attn.c_k, attn.c_v)]
+    for m in (attn.c_q, attn.c_k, attn.c_v):
+        m.weight.grad = None
+    (attn.c_q(x).square().sum() + attn.c_k(x).sum() + (attn.c_v(x) * 3).sum()).backward()
+    for got, m in zip(fused, (attn.c_q, attn.c_k, attn.c_v), strict=True):
+        torch.testing.assert_close(got, m.weight.grad)
 
 
 def test_value_embedding_is_added_only_on_its_layers() -> None:

@@ -336,7 +336,7 @@ def _changes(group: Group, baseline: Baseline | None) -> tuple[list[tuple[str, A
     """The knobs this group sets differently from the --against group, else from the trainer's defaults (the
     challenge's naive baseline)."""
     from golf.analysis.compare import differing_params
-    from golf.trainer.hparams import Hyperparameters
+    from golf.trainer.hparams import Hyperparameters, KnobError
 
     if baseline is not None and baseline.group is not None:
         diffs = differing_params([baseline.group, group])
@@ -348,8 +348,11 @@ def _changes(group: Group, baseline: Baseline | None) -> tuple[list[tuple[str, A
         if key not in defaults or not is_identity_key(key) or str(value) == defaults[key]:
             continue
         # a "0 means inherit" knob (EVAL_SEQ_LEN, MLP_BITS, ...) whose value follows from the others is no change
-        unset = Hyperparameters.resolve(values={k: v for k, v in config.items() if k != key and k in defaults})
-        if unset.format(key) == str(value):
+        try:
+            unset = Hyperparameters.resolve(values={k: v for k, v in config.items() if k != key and k in defaults})
+        except KnobError:  # the others need this value (NUM_LAYERS=11 under XSA_LAST_N=11): a real change
+            unset = None
+        if unset is not None and unset.format(key) == str(value):
             continue
         rows.append((key, defaults[key], value))
     return rows, "the challenge's defaults (the naive baseline's knobs)"

@@ -57,6 +57,7 @@ _DAMAGED = re.compile(
 )
 _HP_ROW = re.compile(r"^\s{2,}([A-Za-z_][\w]*):\s?(.*)$")
 _RUN_HEADER = re.compile(r"^golf_trainer:\s*(.*)$")
+_VAL_TOKENS = re.compile(r"^val_loader:.*\btokens:(\d+)")
 # Lines that open a new run inside a file that holds several.
 _RUN_START = re.compile(r"^(?:Hyperparameters:\s*$|model_params:|warmup_step:\s*1/|golf_trainer:)")
 
@@ -108,6 +109,7 @@ class ParsedRun:
     peak_mem_mib: int | None = None
     peak_mem_reserved_mib: int | None = None
     model_params: int | None = None
+    val_tokens: int | None = None
     model_bytes: int | None = None
     code_bytes: int | None = None
     total_bytes: int | None = None
@@ -344,6 +346,9 @@ class LogParser:
     def _eval_mode(self, m: re.Match[str]) -> None:
         self._eval_mode_sliding = True
 
+    def _val_tokens(self, m: re.Match[str]) -> None:
+        self.run.val_tokens = int(m.group(1))
+
     def _header(self, m: re.Match[str]) -> None:
         self.run.header.update(dict(_KV_PAIR.findall(m.group(1))))
 
@@ -364,6 +369,7 @@ class LogParser:
         (_NON_RECORD, _non_record),
         (_EVAL_MODE_SLIDING, _eval_mode),
         (_RUN_HEADER, _header),
+        (_VAL_TOKENS, _val_tokens),
     ]
 
     def _finish(self) -> None:

@@ -418,10 +418,14 @@ def head_weight_name(model: GPT) -> str:
     return "tok_emb.weight" if model.lm_head is None else "lm_head.weight"
 
 
+FUSED_QKV = (".attn.c_q.weight", ".attn.c_k.weight", ".attn.c_v.weight")
+
+
 class HessianCollector:
     """H = XᵀX (fp32) of the inputs of each quantized CastedLinear, and of the final hidden state for the head.
 
-    c_q, c_k and c_v read the same input: its product is computed once and shared.
+    c_q, c_k and c_v read the same input, the attention module's (the model fuses them into one matmul and
+    never calls them): they are observed there, and the product is computed once and shared.
     """
 
     def __init__(self, model: GPT, cfg: ArtifactConfig) -> None:
@@ -451,7 +455,8 @@ class HessianCollector:
         for name, module in self.targets.items():
             def hook(mod: Any, args: tuple[Tensor, ...], name: str = name) -> None:
                 self._add(name, self._product(args[0]))
-            self._handles.append(module.register_forward_pre_hook(hook))
+            observed = self.model.get_submodule(name.rsplit(".", 2)[0]) if name.endswith(FUSED_QKV) else module
+            self._handles.append(observed.register_forward_pre_hook(hook))
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -49,11 +49,12 @@ class CastedLinear(nn.Linear):
         if zero_init:
             nn.init.zeros_(self.weight)
 
+    def effective_weight(self) -> Tensor:
+        """The fp32 weight as the forward uses it (fake-quantized when QAT is built in)."""
+        return fake_quant(self.weight, self.qat_bits, self.qat_on) if self.qat_bits else self.weight
+
     def forward(self, x: Tensor) -> Tensor:
-        w = self.weight
-        if self.qat_bits:
-            w = fake_quant(w, self.qat_bits, self.qat_on)
-        return F.linear(x, w.to(x.dtype))
+        return F.linear(x, self.effective_weight().to(x.dtype))
 
 
 class Rotary(nn.Module):
@@ -127,12 +128,22 @@ class Attention(nn.Module):
         # value residual: every layer but the first mixes in the first layer's values
         self.vr_lambda = nn.Parameter(torch.full((2,), 0.5)) if hp.value_residual and layer > 0 else None
 
+    def qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """q (B, T, H, D), k and v (B, T, Hkv, D) from ONE matmul over the concatenated weights.
+
+        Same result as the three projections (each keeps its own parameter, Muon update and quantization),
+        but x is read once and the backward's three input-gradient matmuls become one.
+        """
+        parts = (self.c_q, self.c_k, self.c_v)
+        weight = torch.cat([m.effective_weight().to(x.dtype) for m in parts])
+        q, k, v = F.linear(x, weight).split([m.out_features for m in parts], dim=-1)
+        return (q.unflatten(-1, (self.heads, self.head_dim)), k.unflatten(-1, (self.kv_heads, self.head_dim)),
+                v.unflatten(-1, (self.kv_heads, self.head_dim)))
+
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, ve: Tensor | None,
                 v_first: Tensor | None) -> tuple[Tensor, Tensor]:
         b, t, dim = x.shape
-        q = self.c_q(x).view(b, t, self.heads, self.head_dim)
-        k = self.c_k(x).view(b, t, self.kv_heads, self.head_dim)
-        v_raw = self.c_v(x).view(b, t, self.kv_heads, self.head_dim)
+        q, k, v_raw = self.qkv(x)
         v = v_raw if ve is None else v_raw + ve.view(b, t, self.kv_heads, self.head_dim)
         if self.vr_lambda is not None and v_first is not None:
             lam = self.vr_lambda.to(v.dtype)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from golf_cli.options import DbOption
+from golf_cli.options import EXTRA_SETS, DataOption, DbOption, NprocOption, SetOption, extra_sets
 
 if TYPE_CHECKING:
     from golf.launch.plan import RunPlan
@@ -18,11 +18,9 @@ def run(
     spec: Annotated[Path, typer.Argument(help="Run spec (YAML).", metavar="SPEC", show_default=False)],
     seed: Annotated[Optional[list[int]], typer.Option("--seed", metavar="N",
                                                       help="Seed (repeatable); replaces the spec's seeds.")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE",
-                                                      help="Override a knob (repeatable).")] = None,
-    data: Annotated[Optional[str], typer.Option("--data", metavar="sample|DIR",
-                                                help="Data: the built-in sample or a folder of shards.")] = None,
-    nproc: Annotated[Optional[str], typer.Option("--nproc", metavar="N|auto", help="Processes per node.")] = None,
+    set_: SetOption = None,
+    data: DataOption = None,
+    nproc: NprocOption = None,
     name: Annotated[Optional[str], typer.Option("--name", metavar="NAME",
                                                 help="Base of the run names (default: the spec's name).")] = None,
     tag: Annotated[Optional[list[str]], typer.Option("--tag", metavar="TAG", help="Tag the runs (repeatable).")] = None,
@@ -49,8 +47,8 @@ def run(
     from golf.store import Store, resolve_db_path
 
     loaded = load_spec(spec)
-    loaded = apply_overrides(loaded, seeds=seed, sets=parse_sets([*(set_ or []), *_extra_sets(ctx.args)]), data=data,
-                             nproc=nproc, name=name, tags=tag)
+    sets = parse_sets([*(set_ or []), *extra_sets(ctx.args, "run", "one SPEC")])
+    loaded = apply_overrides(loaded, seeds=seed, sets=sets, data=data, nproc=nproc, name=name, tags=tag)
     if dry_run:
         db_path = resolve_db_path(db)
         store = Store(db_path) if db_path.exists() else None
@@ -76,18 +74,7 @@ def run(
         raise typer.Exit(exit_code)
 
 
-# Extra words after the options are taken as more --set values, so `--set A=1 B=2` works as users type it.
-run.context_settings = {"allow_extra_args": True, "ignore_unknown_options": True}  # type: ignore[attr-defined]
-
-
-def _extra_sets(args: list[str]) -> list[str]:
-    from golf.errors import GolfError
-
-    for arg in args:
-        if arg.startswith("-") or "=" not in arg:
-            raise GolfError(f"unexpected argument {arg!r}: golf run takes one SPEC, options, and KEY=VALUE overrides "
-                            f"(see golf run --help)")
-    return list(args)
+run.context_settings = EXTRA_SETS  # type: ignore[attr-defined]
 
 
 def _dry_run_text(plan: RunPlan) -> str:
