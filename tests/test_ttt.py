@@ -89,9 +89,9 @@ def test_training_uses_only_already_scored_chunks(monkeypatch: pytest.MonkeyPatc
     calls: list[tuple[int, int, int]] = []
     original = T.SequenceTrainer.step
 
-    def spy(self, first: int, k0: int, k1: int, lr: float) -> None:  # type: ignore[no-untyped-def]
+    def spy(self, first: int, k0: int, k1: int, lr: float, rows: int = 0) -> None:  # type: ignore[no-untyped-def]
         calls.append((first, k0, k1))
-        original(self, first, k0, k1, lr)
+        original(self, first, k0, k1, lr, rows)
 
     monkeypatch.setattr(T.SequenceTrainer, "step", spy)
     cfg = settings(epochs=2, batch_seqs=1)
@@ -177,6 +177,29 @@ def test_step_sizes() -> None:
     assert T.step_sizes(16, 32, 0, 8) == {2}
     assert T.step_sizes(10, 4, 0, 1) == {4, 2}
     assert T.step_sizes(3, 4, 2, 4) == {1} and T.step_sizes(3, 4, 0, 4) == set()
+    assert T.step_rows(10, 4, 0, 1) == 4 and T.step_rows(16, 32, 0, 8) == 2 and T.step_rows(3, 4, 0, 4) == 0
+
+
+def test_a_short_last_step_is_padded_to_one_shape_with_the_real_rows_gradients() -> None:
+    model = tiny_gpt()
+    toks = stream(SEQ * 7 + 5)
+    trainer = T.SequenceTrainer(model, toks, settings(lr=0.0, momentum=0.0, grad_clip=0.0, batch_seqs=3),
+                                Runtime(CPU))
+    shapes: list[tuple[int, ...]] = []
+
+    def spy(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        shapes.append(tuple(x.shape))
+        return model(x, y)
+
+    trainer.loss_fn = spy
+    trainer.train_span(0, 7, lambda _step: 0.0)  # steps of 3, 3 and 1 (padded) sequences, twice
+    assert shapes == [(3, SEQ)] * 6
+    padded = [p.grad.clone() for p in trainer.params]  # the last step's: sequence 6 alone, lr 0 left weights as-is
+    last = toks[6 * SEQ:7 * SEQ + 1].long()[None]
+    model.zero_grad(set_to_none=True)
+    model(last[:, :-1], last[:, 1:]).backward()
+    for got, param in zip(padded, trainer.params, strict=True):
+        torch.testing.assert_close(got, param.grad, rtol=1e-5, atol=1e-7)
 
 
 # ---------------------------------------------------------------------------------------------- ranks

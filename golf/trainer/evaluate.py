@@ -48,18 +48,27 @@ class ScoreSums:
 
 def evaluate_plain(loss_fn: TokenLossFn, val_tokens: Tensor, luts: ByteLUTs, seq_len: int, batch_seqs: int,
                    rt: Runtime) -> EvalResult:
-    """Score the validation stream cut into non-overlapping `seq_len` sequences (each token once)."""
+    """Score the validation stream cut into non-overlapping `seq_len` sequences (each token once).
+
+    Every forward has `batch_seqs` rows (when the rank has that many): a shorter last batch is padded with
+    copies of its first row whose losses are dropped, so a compiled `loss_fn` needs one graph, not two.
+    """
     rt.sync()
     start = time.perf_counter()
     total_seqs = (val_tokens.numel() - 1) // seq_len
     first, last = total_seqs * rt.rank // rt.world_size, total_seqs * (rt.rank + 1) // rt.world_size
+    rows = min(batch_seqs, last - first)
     sums = ScoreSums(rt.device)
     with torch.inference_mode():
         for s in range(first, last, batch_seqs):
             e = min(s + batch_seqs, last)
             chunk = val_tokens[s * seq_len:e * seq_len + 1].to(rt.device, non_blocking=True)
             x, y = chunk[:-1].view(-1, seq_len), chunk[1:].view(-1, seq_len)
-            sums.add(loss_fn(x, y), x, y, luts)
+            real = x.size(0)
+            if real < rows:
+                pad = rows - real
+                x, y = torch.cat((x, x[:1].expand(pad, -1))), torch.cat((y, y[:1].expand(pad, -1)))
+            sums.add(loss_fn(x, y)[:real], x[:real], y[:real], luts)
     return sums.result(rt, start)
 
 

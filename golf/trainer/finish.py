@@ -32,7 +32,7 @@ from .model import GPT
 from .runtime import Runtime
 from .sliding import WindowScorer, device_tokens
 from .source import shipped_code
-from .ttt import TTTSettings, pre_quant_settings, prime_train_step, score_first_ttt, step_sizes, train_on_stream
+from .ttt import TTTSettings, pre_quant_settings, prime_train_step, score_first_ttt, step_rows, train_on_stream
 
 # Scorers built by prime_eval_graphs during the compile warm-up, reused by final_stages (same compiled graph).
 _FIN_SCORERS: dict[tuple[int, int, int, int, int], WindowScorer] = {}
@@ -68,12 +68,13 @@ def prime_eval_graphs(model: GPT, hp: Hyperparameters, rt: Runtime, val_tokens: 
         eval_scorer(model, hp, rt, val_tokens, luts, hp.eval_stride or hp.eval_seq_len).prime()
         primed.append("windows")
     total = val_tokens.numel() - 1
-    sizes: set[int] = set()
+    sizes: set[int] = set()  # one padded step shape per span length (ttt.step_rows)
     if hp.ttt_enabled and hp.ttt_mode == "score_first":
-        sizes |= step_sizes(min(hp.ttt_chunk_tokens, total) // hp.ttt_seq_len, hp.ttt_batch_seqs, rt.rank,
-                            rt.world_size)
+        sizes.add(step_rows(min(hp.ttt_chunk_tokens, total) // hp.ttt_seq_len, hp.ttt_batch_seqs, rt.rank,
+                            rt.world_size))
     if hp.ttt_pre_quant or (hp.ttt_enabled and hp.ttt_mode == "adapt_first"):
-        sizes |= step_sizes(total // hp.ttt_seq_len, hp.ttt_batch_seqs, rt.rank, rt.world_size)
+        sizes.add(step_rows(total // hp.ttt_seq_len, hp.ttt_batch_seqs, rt.rank, rt.world_size))
+    sizes.discard(0)
     for rows in sorted(sizes):
         prime_train_step(model, rows, hp.ttt_seq_len, hp.vocab_size, rt.device)
         primed.append(f"ttt_step{rows}x{hp.ttt_seq_len}")

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from .hparams import Hyperparameters
 
 BOS_ID = 1  # SentencePiece bos_id in the challenge's tokenizers; every document starts with it
+IGNORE_TARGET = -100  # a target the training loss skips (padding rows of a fixed-shape batch)
 BIGRAM_MULT, PREV_MULT, PREV2_MULT = 36313, 27191, 51497
 
 
@@ -363,9 +364,9 @@ class GPT(nn.Module):
         return cap * torch.tanh(z / cap)
 
     def forward(self, ids: Tensor, targets: Tensor) -> Tensor:
-        """Mean next-token cross-entropy (nats)."""
+        """Mean next-token cross-entropy (nats) over the targets that are not IGNORE_TARGET."""
         logits = self.logits(self.hidden(ids))
-        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_TARGET)
 
     def token_losses(self, ids: Tensor, targets: Tensor) -> Tensor:
         """Per-token cross-entropy (B, T), fp32."""

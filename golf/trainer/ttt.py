@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from .evaluate import EvalResult
 from .hparams import Hyperparameters
+from .model import IGNORE_TARGET
 from .runtime import Runtime
 from .sliding import WindowScorer, first_scored, rank_span
 
@@ -113,11 +114,14 @@ class SequenceTrainer:
     def train_span(self, first_target: int, n_seqs: int, lr_at: Callable[[int], float]) -> None:
         """TTT_EPOCHS passes over sequences k = 0..n_seqs-1 starting at first_target + k·TTT_SEQ_LEN."""
         batch = self.cfg.batch_seqs
+        rows = step_rows(n_seqs, batch, self.rt.rank, self.rt.world_size)
         for _ in range(self.cfg.epochs):
             for k0 in range(0, n_seqs, batch):
-                self.step(first_target, k0, min(k0 + batch, n_seqs), lr_at(self.steps))
+                self.step(first_target, k0, min(k0 + batch, n_seqs), lr_at(self.steps), rows)
 
-    def step(self, first_target: int, k0: int, k1: int, lr: float) -> None:
+    def step(self, first_target: int, k0: int, k1: int, lr: float, rows: int = 0) -> None:
+        """One optimizer step on sequences k0..k1-1 (this rank's share), its batch padded to `rows` sequences
+        whose targets are ignored: the loss and gradients are the real rows', and a compiled loss sees one shape."""
         rt, seq_len = self.rt, self.cfg.seq_len
         lo, hi = rank_span(k1 - k0, rt.rank, rt.world_size)
         for p in self.params:
@@ -125,7 +129,12 @@ class SequenceTrainer:
         if hi > lo:
             seq_starts = first_target + seq_len * torch.arange(k0 + lo, k0 + hi, device=self.tokens.device)
             tok = self.tokens[seq_starts[:, None] + self.offsets].long()
-            loss = self.loss_fn(tok[:, :-1], tok[:, 1:]) * ((hi - lo) / (k1 - k0))
+            x, y = tok[:, :-1], tok[:, 1:]
+            if rows > hi - lo:
+                pad = rows - (hi - lo)
+                x = torch.cat((x, x[:1].expand(pad, -1)))
+                y = torch.cat((y, torch.full_like(y[:1], IGNORE_TARGET).expand(pad, -1)))
+            loss = self.loss_fn(x, y) * ((hi - lo) / (k1 - k0))
             loss.backward(inputs=self.params)
         if rt.distributed:
             flat = torch.cat([p.grad.reshape(-1) for p in self.params])  # type: ignore[union-attr]
@@ -261,6 +270,11 @@ def step_sizes(n_seqs: int, batch_seqs: int, rank: int, world_size: int) -> set[
         if hi > lo:
             sizes.add(hi - lo)
     return sizes
+
+
+def step_rows(n_seqs: int, batch_seqs: int, rank: int, world_size: int) -> int:
+    """Sequences per step on this rank over n_seqs sequences: its largest step; smaller ones are padded to it."""
+    return max(step_sizes(n_seqs, batch_seqs, rank, world_size), default=0)
 
 
 def prime_train_step(model: nn.Module, rows: int, seq_len: int, vocab_size: int, device: torch.device) -> None:
