@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from golf_cli.options import EXTRA_SETS, DataOption, DbOption, FormatOption, NprocOption, SetOption, extra_sets
+
+if TYPE_CHECKING:
+    from golf.store import Run
 
 
 def bench(
@@ -73,7 +76,7 @@ def _text(value: object) -> str:
 
 
 def _launch(ctx: typer.Context, spec_path: Path, steps: int, warmup: int, seed: int | None, sets: list[str],
-            data: str | None, nproc: str | None, db: Path | None):  # type: ignore[no-untyped-def]
+            data: str | None, nproc: str | None, db: Path | None) -> Run:
     import shlex
     import sys
 
