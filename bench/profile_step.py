@@ -4,8 +4,8 @@
         python bench/profile_step.py --steps 30 --profile 3 --out prof.json
 
 Excludes compilation and warm-up; reports the median ms/step (CUDA events), tokens/s, model FLOPs per token
-(6 x matmul params incl. the tied head + causal attention 6 x layers x seq x dim, the reference's formula),
-MFU against 778 TFLOP/s (this H100's measured bf16 matmul peak), peak memory, and the top CUDA kernels.
+(golf.analysis.bench's formula, the one `golf bench` reports), MFU against 778 TFLOP/s (this H100's measured
+bf16 matmul peak), peak memory, and the top CUDA kernels.
 """
 
 from __future__ import annotations
@@ -18,24 +18,14 @@ from pathlib import Path
 
 import torch
 
+from golf.analysis.bench import model_flops_per_token
 from golf.trainer.data import TrainLoader
 from golf.trainer.hparams import Hyperparameters
-from golf.trainer.model import CastedLinear, describe, layer_order
+from golf.trainer.model import describe
 from golf.trainer.runtime import setup_runtime
 from golf.trainer.train import Trainer, seed_everything
 
 PEAK_TFLOPS = 778.0
-
-
-def model_flops_per_token(trainer: Trainer) -> float:
-    hp, model = trainer.hp, trainer.model
-    virtual = len(layer_order(hp.num_layers, model.recur_layers, model.recur_active))
-    per_block = sum(m.weight.numel() for m in model.blocks[0].modules() if isinstance(m, CastedLinear))
-    matmul = per_block * virtual + model.tok_emb.weight.numel()  # the (tied) head is a matmul too
-    matmul += sum(m.weight.numel() for name, m in model.named_modules()
-                  if isinstance(m, CastedLinear) and not name.startswith("blocks."))
-    attention = virtual * hp.train_seq_len * hp.model_dim  # causal: half of 2*T*D per layer, x6 for fwd+bwd
-    return 6.0 * (matmul + attention)
 
 
 def kernel_kind(name: str) -> str:
@@ -105,7 +95,7 @@ def main() -> None:
             trainer.train_step(loader, step, 1.0)
             times.append(1000 * (time.perf_counter() - t))
     med = statistics.median(times)
-    flops = model_flops_per_token(trainer)
+    flops = model_flops_per_token(hp.as_env())["flops_per_token"]
     tokens_per_s = hp.train_batch_tokens / (med / 1000)
     result = {
         "ms_per_step_median": med,

@@ -13,6 +13,9 @@ FormatOption = Annotated[str, typer.Option("--format", metavar="table|md|csv|jso
 MinDeltaNatsOption = Annotated[float, typer.Option(
     "--min-delta-nats", min=0.0, help="Improvement in NATS (val_loss) the verdict requires.")]
 AlphaOption = Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="Significance level of the verdict.")]
+LabelOption = Annotated[Optional[list[str]], typer.Option(
+    "--label", metavar="KEY=VALUE=TEXT", help="Row text for a change, e.g. 'XSA_LAST_N=11=XSA on all 11 layers' "
+                                              "(default: the spec's labels, else 'KEY old→new').")]
 SetOption = Annotated[Optional[list[str]], typer.Option(
     "--set", metavar="KEY=VALUE", help="Override a knob (repeatable; more KEY=VALUE words may follow one --set).")]
 DataOption = Annotated[Optional[str], typer.Option(

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from golf_cli.options import AlphaOption, DbOption, FormatOption, MinDeltaNatsOption
+from golf_cli.options import AlphaOption, DbOption, FormatOption, LabelOption, MinDeltaNatsOption
 
 
 def ablate(
@@ -18,9 +18,7 @@ def ablate(
                                                  "A list knob takes one value; separate several with ';'.")],
     seeds: Annotated[Optional[str], typer.Option("--seeds", metavar="S1,S2,...",
                                                  help="Seeds for every cell (default: the spec's seeds).")] = None,
-    label: Annotated[Optional[list[str]], typer.Option(
-        "--label", metavar="KEY=VALUE=TEXT", help="Row text for a change, e.g. 'XSA_LAST_N=11=XSA on all 11 "
-                                                  "layers' (default: the spec's labels, else 'KEY old→new').")] = None,
+    label: LabelOption = None,
     cumulative: Annotated[bool, typer.Option("--cumulative", help="Apply the changes one after another.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show which runs would be reused or launched; launch "
                                                             "none.")] = False,
@@ -86,9 +84,7 @@ def ablation_table(
     variants: Annotated[list[str], typer.Argument(metavar="VARIANT_GROUP...", help="One row each, in order.")],
     cumulative: Annotated[bool, typer.Option(
         "--cumulative", help="Each row against the row before (the records' '+ change' tables).")] = False,
-    label: Annotated[Optional[list[str]], typer.Option(
-        "--label", metavar="KEY=VALUE=TEXT", help="Row text for a change, e.g. 'XSA_LAST_N=11=XSA on all 11 "
-                                                  "layers' (default: the spec's labels, else 'KEY old→new').")] = None,
+    label: LabelOption = None,
     min_delta_nats: MinDeltaNatsOption = 0.005,
     alpha: AlphaOption = 0.01,
     fmt: FormatOption = "table",
