@@ -140,14 +140,14 @@ def test_plain_evaluation_runs_one_batch_shape_and_scores_each_sequence_once() -
     model = tiny_gpt()
     toks = stream(32 * 11, seed=4)  # 11 sequences in batches of 4: 4 + 4 + 3 (padded to 4)
     luts = synthetic_luts()
-    shapes: list[tuple[int, ...]] = []
+    layouts: list[tuple[tuple[int, ...], ...]] = []
 
     def spy(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        shapes.append(tuple(x.shape))
+        layouts.append((tuple(x.shape), x.stride(), y.stride()))  # a compiled graph guards on shapes and strides
         return model.token_losses(x, y)
 
     padded = evaluate_plain(spy, toks, luts, 32, 4, Runtime(CPU))
-    assert shapes == [(4, 32)] * 3
+    assert layouts == [((4, 32), (32, 1), (32, 1))] * 3
     one_by_one = evaluate_plain(model.token_losses, toks, luts, 32, 1, Runtime(CPU))
     assert padded.tokens == one_by_one.tokens == 11 * 32 and padded.bytes == one_by_one.bytes
     assert padded.val_loss == pytest.approx(one_by_one.val_loss, rel=1e-6)

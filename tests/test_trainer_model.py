@@ -332,32 +332,3 @@ def test_skip_connections_reuse_encoder_outputs_in_reverse() -> None:
     model(ids(), ids())
     torch.testing.assert_close(ins[2], outs[1] + 2.0 * outs[1])  # decoder 0 pops the last encoder output
     torch.testing.assert_close(ins[3], outs[2] + 3.0 * outs[0])
-
-
-FOLD_STACK = dict(XSA_LAST_N=2, VE_ENABLED=1, VE_DIM=16, VE_LAYERS="2,3", VALUE_RESIDUAL=1, GATED_ATTENTION=1,
-                  LN_SCALE=1, NEGATIVE_SLOPE=0.5, BIGRAM_VOCAB_SIZE=64, BIGRAM_DIM=16, SMEAR_GATE=1, ROPE_DIMS=8,
-                  PARALLEL_RESIDUAL=1, PARALLEL_START_LAYER=2)
-
-
-def test_folded_norms_compute_the_same_loss_and_gradients() -> None:
-    plain = GPT(tiny(**FOLD_STACK))
-    folded = GPT(tiny(**FOLD_STACK, FOLD_NORMS=1))
-    with torch.no_grad():  # zero-initialised projections would hide the MLP's and attention's share
-        for p in plain.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    folded.load_state_dict(plain.state_dict())
-    assert all(b.fold_norms for b in folded.blocks) and not any(b.fold_norms for b in plain.blocks)
-    x, y = ids(), ids(seed=1)
-    torch.testing.assert_close(folded.forward_logits(x), plain.forward_logits(x), rtol=1e-4, atol=1e-5)
-    plain(x, y).backward()
-    folded(x, y).backward()
-    for (name, a), b in zip(plain.named_parameters(), folded.parameters(), strict=True):
-        torch.testing.assert_close(b.grad, a.grad, rtol=1e-3, atol=1e-6, msg=name)
-
-
-def test_folded_mlp_scales_its_output_by_the_square_of_the_row_scale() -> None:
-    block = GPT(tiny(NEGATIVE_SLOPE=0.5)).blocks[0]
-    with torch.no_grad():
-        block.mlp.proj.weight.normal_()
-    x, r = torch.randn(2, 3, 64), torch.rand(2, 3, 1) + 0.5
-    torch.testing.assert_close(block.mlp(x, r), block.mlp(x * r), rtol=1e-5, atol=1e-5)

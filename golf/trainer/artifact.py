@@ -436,7 +436,6 @@ class HessianCollector:
         self.hessians: dict[str, Tensor] = {}
         self._last: tuple[Tensor, Tensor] | None = None
         self._handles: list[Any] = []
-        self._folded: list[Any] = []
 
     def _product(self, x: Tensor) -> Tensor:
         if self._last is not None and self._last[0] is x:
@@ -453,11 +452,6 @@ class HessianCollector:
             self.hessians[name] = prod.clone()
 
     def __enter__(self) -> HessianCollector:
-        # FOLD_NORMS feeds the matmuls raw inputs and scales rows after them; the error that matters is the
-        # normalized inputs' (the unfolded forward computes the same function), so calibrate on that forward
-        self._folded = [b for b in self.model.blocks if b.fold_norms]
-        for block in self._folded:
-            block.fold_norms = False
         for name, module in self.targets.items():
             def hook(mod: Any, args: tuple[Tensor, ...], name: str = name) -> None:
                 self._add(name, self._product(args[0]))
@@ -470,8 +464,6 @@ class HessianCollector:
             handle.remove()
         self._handles.clear()
         self._last = None
-        for block in self._folded:
-            block.fold_norms = True
 
     @torch.inference_mode()
     def observe(self, ids: Tensor) -> None:

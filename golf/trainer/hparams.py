@@ -164,8 +164,6 @@ KNOBS: tuple[Knob, ...] = (
     _k("VAL_BATCH_SIZE", "int", 524288, "validation tokens per batch (global)", "eval", minimum=1),
     _k("MAX_WALLCLOCK_SECONDS", "float", 600.0, "training time cap in seconds (0: none)", "schedule", minimum=0.0),
     _k("COMPILE", "bool", True, "torch.compile the model on CUDA", "run"),
-    _k("FOLD_NORMS", "bool", False, "golf: apply each block's pre-norm as a per-row scale after its matmuls (the "
-       "same function up to the norms' eps, without writing the normalized copy)", "model"),
     # -- model shape
     _k("NUM_LAYERS", "int", 9, "transformer layers", "model", minimum=1),
     _k("MODEL_DIM", "int", 512, "model width", "model", minimum=8),

@@ -109,10 +109,8 @@ class AttentionGate(nn.Module):
         self.weight = nn.Parameter(torch.zeros(heads, dim))
         self.bias = nn.Parameter(torch.full((heads,), 4.0))
 
-    def forward(self, x: Tensor, row_scale: Tensor | None = None) -> Tensor:
-        if row_scale is None:
-            return torch.sigmoid(F.linear(x, self.weight.to(x.dtype), self.bias.to(x.dtype)))
-        return torch.sigmoid(F.linear(x, self.weight.to(x.dtype)) * row_scale + self.bias.to(x.dtype))
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.sigmoid(F.linear(x, self.weight.to(x.dtype), self.bias.to(x.dtype)))
 
 
 class Attention(nn.Module):
@@ -143,14 +141,10 @@ class Attention(nn.Module):
         return (q.unflatten(-1, (self.heads, self.head_dim)), k.unflatten(-1, (self.kv_heads, self.head_dim)),
                 v.unflatten(-1, (self.kv_heads, self.head_dim)))
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, ve: Tensor | None, v_first: Tensor | None,
-                row_scale: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """x: the block's normalized input, or (FOLD_NORMS) its raw input with the norm's per-row scale (B, T, 1):
-        the values take that scale; q and k need none, their own RMS norm takes it out again."""
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, ve: Tensor | None,
+                v_first: Tensor | None) -> tuple[Tensor, Tensor]:
         b, t, dim = x.shape
         q, k, v_raw = self.qkv(x)
-        if row_scale is not None:
-            v_raw = v_raw * row_scale.unsqueeze(-1)
         v = v_raw if ve is None else v_raw + ve.view(b, t, self.kv_heads, self.head_dim)
         if self.vr_lambda is not None and v_first is not None:
             lam = self.vr_lambda.to(v.dtype)
@@ -162,7 +156,7 @@ class Attention(nn.Module):
         if self.xsa:
             y = exclusive_self_attention(y, v)
         if self.gate is not None:
-            y = y * self.gate(x, row_scale).unsqueeze(-1)
+            y = y * self.gate(x).unsqueeze(-1)
         return self.proj(y.reshape(b, t, dim)), v_raw
 
 
@@ -174,13 +168,10 @@ class MLP(nn.Module):
         self.proj = CastedLinear(hidden, hp.model_dim, qat_bits, zero_init=True)
         self.negative_slope = hp.negative_slope
 
-    def forward(self, x: Tensor, row_scale: Tensor | None = None) -> Tensor:
-        """With a per-row scale r of the input (FOLD_NORMS), the output is r² ⊙ MLP(x): (Leaky)ReLU is positively
-        homogeneous, so act(r·h)² = r²·act(h)², and the scale moves past the output projection."""
+    def forward(self, x: Tensor) -> Tensor:
         h = self.fc(x)
         h = F.leaky_relu(h, self.negative_slope) if self.negative_slope else torch.relu(h)
-        out = self.proj(h.square())
-        return out if row_scale is None else out * row_scale.square()
+        return self.proj(h.square())
 
 
 class Block(nn.Module):
@@ -194,36 +185,22 @@ class Block(nn.Module):
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(dim), torch.zeros(dim))))
         self.ln_scale = 1.0 / math.sqrt(layer + 1) if hp.ln_scale else 1.0
         self.parallel = hp.parallel_residual and layer >= hp.parallel_start_layer
-        self.fold_norms = hp.fold_norms  # a Python constant for torch.compile; GPTQ calibration turns it off
 
     def _norm(self, x: Tensor) -> Tensor:
         h = rms_norm(x)
         return h * self.ln_scale if self.ln_scale != 1.0 else h
 
-    def _row_scale(self, x: Tensor) -> Tensor:
-        """(B, T, 1) with _norm(x) = x * _row_scale(x); eps as F.rms_norm's default for x's dtype."""
-        ms = x.float().square().mean(dim=-1, keepdim=True)
-        return (torch.rsqrt(ms + torch.finfo(x.dtype).eps) * self.ln_scale).to(x.dtype)
-
-    def _attn(self, x: Tensor, cos: Tensor, sin: Tensor, ve: Tensor | None,
-              v_first: Tensor | None) -> tuple[Tensor, Tensor]:
-        if self.fold_norms:
-            return self.attn(x, cos, sin, ve, v_first, self._row_scale(x))
-        return self.attn(self._norm(x), cos, sin, ve, v_first)
-
-    def _mlp(self, x: Tensor) -> Tensor:
-        return self.mlp(x, self._row_scale(x)) if self.fold_norms else self.mlp(self._norm(x))
-
     def forward(self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor, ve: Tensor | None,
                 v_first: Tensor | None) -> tuple[Tensor, Tensor]:
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
-        a, v_raw = self._attn(x, cos, sin, ve, v_first)
+        a, v_raw = self.attn(self._norm(x), cos, sin, ve, v_first)
         if self.parallel:
             # attention and MLP read the same input
-            return x + self.attn_scale.to(x.dtype) * a + self.mlp_scale.to(x.dtype) * self._mlp(x), v_raw
+            m = self.mlp(self._norm(x))
+            return x + self.attn_scale.to(x.dtype) * a + self.mlp_scale.to(x.dtype) * m, v_raw
         x = x + self.attn_scale.to(x.dtype) * a
-        return x + self.mlp_scale.to(x.dtype) * self._mlp(x), v_raw
+        return x + self.mlp_scale.to(x.dtype) * self.mlp(self._norm(x)), v_raw
 
 
 def bigram_buckets(ids: Tensor, buckets: int) -> Tensor:

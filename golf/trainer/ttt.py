@@ -87,6 +87,12 @@ def cosine(step: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * step / max(total, 1)))
 
 
+def inputs_and_targets(tok: Tensor) -> tuple[Tensor, Tensor]:
+    """(rows, seq_len + 1) tokens → contiguous inputs and targets. Contiguous because the compiled step guards on
+    strides: slices of `tok` (stride seq_len + 1) and a padded batch (stride seq_len) would be two graphs."""
+    return tok[:, :-1].contiguous(), tok[:, 1:].contiguous()
+
+
 class SequenceTrainer:
     """Optimizer steps on TTT_SEQ_LEN sequences of a device token stream, summed over ranks."""
 
@@ -128,8 +134,7 @@ class SequenceTrainer:
             p.grad.zero_()  # type: ignore[union-attr]
         if hi > lo:
             seq_starts = first_target + seq_len * torch.arange(k0 + lo, k0 + hi, device=self.tokens.device)
-            tok = self.tokens[seq_starts[:, None] + self.offsets].long()
-            x, y = tok[:, :-1], tok[:, 1:]
+            x, y = inputs_and_targets(self.tokens[seq_starts[:, None] + self.offsets].long())
             if rows > hi - lo:
                 pad = rows - (hi - lo)
                 x = torch.cat((x, x[:1].expand(pad, -1)))
@@ -280,8 +285,8 @@ def step_rows(n_seqs: int, batch_seqs: int, rank: int, world_size: int) -> int:
 def prime_train_step(model: nn.Module, rows: int, seq_len: int, vocab_size: int, device: torch.device) -> None:
     """Compile the TTT forward+backward graph for (rows, seq_len) batches on random tokens; no weight changes."""
     gen = torch.Generator(device=device).manual_seed(0)
-    tok = torch.randint(0, vocab_size, (rows, seq_len + 1), device=device, generator=gen)
+    x, y = inputs_and_targets(torch.randint(0, vocab_size, (rows, seq_len + 1), device=device, generator=gen))
     params = [p for p in model.parameters() if p.requires_grad]
-    loss = torch.compile(model, dynamic=False, fullgraph=True)(tok[:, :-1], tok[:, 1:])
+    loss = torch.compile(model, dynamic=False, fullgraph=True)(x, y)
     torch.autograd.grad(loss, params)  # not .backward(): leaves every .grad as it was
 
