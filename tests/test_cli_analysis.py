@@ -168,6 +168,30 @@ def test_ablation_table_every_format(db: Path) -> None:
     assert rows_c[2]["delta_bpb"] == pytest.approx(statistics.fmean(BIG_BPB) - statistics.fmean(XSA_BPB))
 
 
+def test_a_non_record_run_is_marked_in_compare_ablation_table_and_ls(db: Path) -> None:
+    reason = "TTT_MODE=adapt_first trains on validation"
+    data = json.loads(invoke("compare", "base", "huge", "--format", "json", "--db", str(db)).stdout)
+    assert [g["non_record_reason"] for g in data] == [None, reason]
+    md = invoke("compare", "base", "huge", "--format", "md", "--db", str(db)).stdout
+    assert f"|  | non-record | — | {reason} |" in md and f"; non-record: {reason})" in md
+    assert "non-record" not in invoke("compare", "base", "xsa-all", "--format", "md", "--db", str(db)).stdout
+
+    args = ["ablation-table", "base", "xsa-all", "huge", "--db", str(db)]
+    rows = json.loads(invoke(*args, "--format", "json").stdout)
+    assert [r["non_record_reason"] for r in rows] == [None, None, reason]
+    md_rows = invoke(*args, "--format", "md").stdout.splitlines()[2:]
+    assert [line.split(" | ")[0].endswith("(non-record)") for line in md_rows] == [False, False, True]
+    by_change = {r["Change"]: r for r in csv.DictReader(io.StringIO(invoke(*args, "--format", "csv").stdout))}
+    assert [r["non-record"] for r in by_change.values()] == ["", "", reason]
+
+    listed = invoke("ls", "--format", "md", "--db", str(db)).stdout
+    assert "| huge1 | huge-s1 | completed | 1 | 1.1000 | — (non-record) |" in listed
+    assert "| sliding (non-record) |" not in listed
+    by_id = {r["id"]: r for r in csv.DictReader(io.StringIO(invoke("ls", "--format", "csv", "--db", str(db)).stdout))}
+    assert by_id["huge1"]["non_record_reason"] == reason and by_id["base1337"]["non_record_reason"] == ""
+    assert by_id["base1337"]["stage"] == "sliding"
+
+
 def test_leaderboard_every_format(db: Path) -> None:
     data = json.loads(invoke("leaderboard", "--format", "json", "--db", str(db)).stdout)
     assert [r["label"] for r in data] == ["huge", "bigger", "xsa-all", "base"]

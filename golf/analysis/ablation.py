@@ -72,7 +72,7 @@ def _row(group: Group, change: str, against: Group | None, rule: Rule) -> dict[s
         "seeds": group.seeds, "run_ids": group.run_ids,
         "pre_ttt_bpb": pre.mean, "pre_ttt_bpb_std": pre.std,
         "post_ttt_bpb": post.mean, "post_ttt_bpb_std": post.std,
-        "final_stage": group.common("final_stage"),
+        "final_stage": group.common("final_stage"), "non_record_reason": group.non_record_reason,
         "total_bytes": group.maximum("total_bytes"), "step_avg_ms": group.stat("step_avg_ms").mean,
         "vs": against.label if against is not None else None,
         "delta_pre_ttt_bpb": None, "delta_bytes": None, "delta_step_avg_ms": None,
@@ -125,6 +125,7 @@ def display_columns(cumulative: bool, fmt: str) -> list[Any]:
                  Col("delta_bpb", "Δ post-TTT", delta(4), justify="right")]
     if plain:
         cols.append(Col("delta_bpb_std", "Δ post-TTT std", num(6), justify="right"))
+        cols.append(Col("non_record_reason", "non-record"))  # table and md mark the change text instead
     cols += [Col("delta_bytes", "Δ bytes", bytes_delta, justify="right"),
              Col("delta_step_avg_ms", "Δ ms/step", delta(2), justify="right"),
              Col("p_value", "p", p_fmt, justify="right"), Col("n", "n", justify="right")]
@@ -140,6 +141,8 @@ def display_rows(rows: Sequence[dict[str, Any]], fmt: str) -> list[dict[str, Any
         shown = dict(row)
         if row["delta_bpb"] is not None and row["delta_bpb_std"] is not None:
             shown["delta_bpb"] = f"{signed(row['delta_bpb'])} ± {spread(row['delta_bpb_std'])}"
+        if row.get("non_record_reason"):
+            shown["change"] = f"{row['change']} (non-record)"
         for key, value in shown.items():
             if value is None and key not in ("vs", "verdict", "verdict_reason"):
                 shown[key] = "—"

@@ -84,7 +84,7 @@ class CompareResult:
                 "params": {k: v[i] for k, v in self.params.items()},
                 "metrics": {f: s.as_dict() for f, s in self.stats[i].items()},
                 "max_total_bytes": group.maximum("total_bytes"),
-                "over_budget": over_budget(group),
+                "over_budget": over_budget(group), "non_record_reason": group.non_record_reason,
                 "metric": self.metric, "min_delta_nats": self.rule.min_delta_nats, "alpha": self.rule.alpha,
             }
             if delta is None:
@@ -121,6 +121,9 @@ class CompareResult:
         add("metrics", f"max bytes vs {BYTES_CAP:,}", [_budget_text(m) for m in maxima],
             [m is not None and m > BYTES_CAP for m in maxima])
         add("metrics", "seeds", [",".join(str(s) for s in g.seeds) or "—" for g in self.groups])
+        reasons = [g.non_record_reason for g in self.groups]
+        if any(reasons):  # a result that may not be claimed as a record says so beside its numbers
+            add("metrics", "non-record", [r or "—" for r in reasons], [bool(r) for r in reasons])
         loss = loss_field(self.metric)
         sections = [
             (f"Δ {self.metric}", lambda d: delta_text(d.delta_bpb, d.delta_bpb_std, d.p_value)),
@@ -153,8 +156,9 @@ class CompareResult:
         for group, delta in zip(self.groups[1:], self.deltas[1:], strict=True):
             assert delta is not None
             nats = delta_text(delta.delta_nats, None, None)
+            flag = f"; non-record: {group.non_record_reason}" if group.non_record_reason else ""
             lines.append(f"{group.label} {delta_text(delta.delta_bpb, delta.delta_bpb_std, delta.p_value)} "
-                         f"({nats} nats; {delta.verdict}: {delta.reason})")
+                         f"({nats} nats; {delta.verdict}: {delta.reason}{flag})")
         return lines
 
 

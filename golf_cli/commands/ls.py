@@ -48,8 +48,16 @@ def ls(
 
     columns = [
         Col("id"), Col("name"), Col("status", style=status_style), Col("seed", justify="right"),
-        Col("final_bpb", "bpb", fnum(4), justify="right"), Col("final_stage", "stage"),
+        Col("final_bpb", "bpb", fnum(4), justify="right"), Col("stage"),
         Col("total_bytes", "bytes", fint, justify="right"), Col("steps", justify="right"),
         Col("step_avg_ms", "ms/step", fnum(1), justify="right"), Col("started_at", "started"), Col("tags"),
     ]
-    typer.echo(render([{**r.model_dump()} for r in runs], columns, fmt))
+    if fmt == "csv":
+        columns.append(Col("non_record_reason", "non_record_reason"))
+    rows = []
+    for run in runs:
+        stage = run.final_stage
+        if run.non_record_reason and fmt != "csv":  # csv has its own column
+            stage = f"{stage or '—'} (non-record)"
+        rows.append({**run.model_dump(), "stage": stage})
+    typer.echo(render(rows, columns, fmt))
