@@ -254,3 +254,15 @@ def test_two_ranks_give_the_one_rank_scores(tmp_path: Path) -> None:
     assert got["sliding"][1] == slide.tokens
     assert got["sliding"][0] == pytest.approx(slide.val_loss, rel=1e-9)
     assert torch.allclose(got["ttt"], one.chunk_sums, rtol=1e-5)
+
+
+def test_settings_take_every_field_from_its_ttt_knob() -> None:
+    from golf.trainer.hparams import Hyperparameters
+
+    env = {"TTT_LR": "0.03", "TTT_EPOCHS": "5", "TTT_OPTIMIZER": "adamw", "TTT_MOMENTUM": "0.8",
+           "TTT_WEIGHT_DECAY": "0.01", "TTT_BATCH_SEQS": "16", "TTT_SEQ_LEN": "512", "TTT_GRAD_CLIP": "0.5",
+           "TTT_FREEZE_BLOCKS": "2", "TTT_SCHEDULE": "constant", "TTT_LR_OUT_MULT": "3", "TTT_LR_IN_MULT": "0.5",
+           "TTT_CHUNK_TOKENS": "16384"}
+    assert T.TTTSettings.from_hp(Hyperparameters.from_env(env)) == T.TTTSettings(
+        lr=0.03, epochs=5, optimizer="adamw", momentum=0.8, weight_decay=0.01, batch_seqs=16, seq_len=512,
+        grad_clip=0.5, freeze_blocks=2, schedule="constant", lr_out_mult=3.0, lr_in_mult=0.5, chunk_tokens=16384)

@@ -52,11 +52,6 @@ SUMMARY_FIELDS = (
 BPB_METRICS = ("pre_quant_bpb", "post_quant_bpb", "sliding_bpb", "post_ttt_bpb", "final_bpb", "pre_ttt_bpb")
 
 
-def db_path(cli_value: str | os.PathLike[str] | None = None) -> Path:
-    """--db PATH, else $GOLF_DB, else ./runs.db."""
-    return resolve_db_path(cli_value)
-
-
 def loss_field(bpb_field: str) -> str:
     """The nats counterpart of a bpb metric (`final_bpb` → `final_loss`)."""
     return bpb_field.removesuffix("_bpb") + "_loss"
@@ -93,7 +88,7 @@ class RunReader:
     """Read-only access to runs.db with plain sqlite3 (no ORM); cheap to open."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self.path = db_path(path)
+        self.path = resolve_db_path(path)
         self._conn = _open(self.path)
 
     @classmethod

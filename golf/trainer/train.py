@@ -174,15 +174,16 @@ class Trainer:
             if swa_line:
                 rt.log(swa_line)
             nonfinite |= ~torch.isfinite(loss)
-            if hp.train_log_every > 0 and (step <= 10 or step % hp.train_log_every == 0 or stop_after is not None):
-                # .item() waits for the step to finish, so the time logged after it is the step's real end
+            logged = hp.train_log_every > 0 and (step <= 10 or step % hp.train_log_every == 0
+                                                 or stop_after is not None)
+            if logged:
+                # .item() waits for the step to finish, so the time read after it is the step's real end
                 # (benchmarks difference these lines); unlogged steps stay free of host syncs
                 mean_loss = (rt.all_reduce(loss.detach().clone()) / rt.world_size).item()  # the global batch's
-                approx_ms = train_ms + 1000.0 * (time.perf_counter() - t0)
+            approx_ms = train_ms + 1000.0 * (time.perf_counter() - t0)
+            if logged:
                 rt.log(f"step:{step}/{hp.iterations} train_loss:{mean_loss:.4f} train_time:{approx_ms:.0f}ms "
                        f"step_avg:{approx_ms / step:.2f}ms")
-            else:
-                approx_ms = train_ms + 1000.0 * (time.perf_counter() - t0)
             if step % NONFINITE_CHECK_EVERY == 0 or step <= 10 or step == hp.iterations:
                 self._check_finite(nonfinite, step)
             reached = self.cap_ms is not None and approx_ms >= self.cap_ms

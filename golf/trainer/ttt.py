@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -51,10 +51,8 @@ class TTTSettings:
 
     @classmethod
     def from_hp(cls, hp: Hyperparameters) -> TTTSettings:
-        return cls(lr=hp.ttt_lr, epochs=hp.ttt_epochs, optimizer=hp.ttt_optimizer, momentum=hp.ttt_momentum,
-                   weight_decay=hp.ttt_weight_decay, batch_seqs=hp.ttt_batch_seqs, seq_len=hp.ttt_seq_len,
-                   grad_clip=hp.ttt_grad_clip, freeze_blocks=hp.ttt_freeze_blocks, schedule=hp.ttt_schedule,
-                   lr_out_mult=hp.ttt_lr_out_mult, lr_in_mult=hp.ttt_lr_in_mult, chunk_tokens=hp.ttt_chunk_tokens)
+        """Each field from its knob: `lr` from TTT_LR (hp.ttt_lr), `chunk_tokens` from TTT_CHUNK_TOKENS, ..."""
+        return cls(**{f.name: getattr(hp, f"ttt_{f.name}") for f in fields(cls)})
 
 
 def lr_multiplier(name: str, cfg: TTTSettings) -> float:
