@@ -6,6 +6,7 @@
 #        "run SPEC [golf run options]"        golf run, seed 1337 unless the job names --seed
 #        "profile SPEC [KEY=VALUE ...]"       bench/profile_step.py at the spec's knobs + overrides (kernel profile)
 #        "fidelity"                           pr549 at 131,072 tokens/step, 300 steps, val_bpb at 100/200/300
+#   A job may start with KEY=VALUE words: env vars for that job only (e.g. "TORCHINDUCTOR_MAX_AUTOTUNE=1 profile …").
 # A job starts only while MIN_LEFT_S (default 150) seconds remain and is cut off at the budget. OUTDIR gets ONE
 # file, results.tgz (the device tool brings back few files): runs.db with runs/<id>/train.log + spec.yaml beside
 # it (`golf show/export-record --db runs.db` work there), one job_<n>.txt per job, the bench/profile JSON files
@@ -31,25 +32,27 @@ for job in "$@"; do
   left=$((budget - ($(date +%s) - start)))
   if [ "$left" -lt "$min_left" ]; then echo "=== SKIPPED (${left}s left): $job"; continue; fi
   read -r -a words <<< "$job"
-  kind=${words[0]}; spec=${words[1]:-}; extra=("${words[@]:2}")
+  envs=()
+  while [[ ${#words[@]} -gt 0 && ${words[0]} =~ ^[A-Z_][A-Z0-9_]*= ]]; do envs+=("${words[0]}"); words=("${words[@]:1}"); done
+  kind=${words[0]:-}; spec=${words[1]:-}; extra=("${words[@]:2}")
   log=$out/job_$n.txt
   t0=$(date +%s)
   case $kind in
     bench)
-      timeout $((left - 15)) python3 -m golf_cli.main bench "$repo/$spec" --data "$data" --nproc 1 \
+      env "${envs[@]}" timeout $((left - 15)) python3 -m golf_cli.main bench "$repo/$spec" --data "$data" --nproc 1 \
         --out "$out/bench_$(basename "$spec" .yaml).json" "${extra[@]}" > "$log" 2>&1 ;;
     run)
       seed=(--seed 1337); [[ " ${extra[*]} " == *" --seed "* ]] && seed=()
-      timeout $((left - 15)) python3 -m golf_cli.main run "$repo/$spec" --data "$data" --nproc 1 "${seed[@]}" \
+      env "${envs[@]}" timeout $((left - 15)) python3 -m golf_cli.main run "$repo/$spec" --data "$data" --nproc 1 "${seed[@]}" \
         "${extra[@]}" > "$log" 2>&1 ;;
     profile)
       ( eval "$(python3 "$repo/bench/spec_env.py" "$repo/$spec")"
         export DATA_PATH=$data TOKENIZER_PATH=$repo/.bench_data/tokenizers/docs_1024_bpe.model
-        for kv in "${extra[@]}"; do export "${kv?}"; done
+        for kv in "${envs[@]}" "${extra[@]}"; do export "${kv?}"; done
         timeout $((left - 15)) python3 "$repo/bench/profile_step.py" --steps 12 --warmup 3 --profile 2 \
           --dump-kernels 8 --out "$out/profile_$n.json" ) > "$log" 2>&1 ;;
     fidelity)
-      timeout $((left - 15)) python3 -m golf_cli.main run "$repo/specs/pr549.yaml" --data "$data" --nproc 1 \
+      env "${envs[@]}" timeout $((left - 15)) python3 -m golf_cli.main run "$repo/specs/pr549.yaml" --data "$data" --nproc 1 \
         --seed 1337 --name fidelity --set TRAIN_BATCH_TOKENS=131072 ITERATIONS=300 WARMDOWN_ITERS=100 \
         VAL_LOSS_EVERY=100 TRAIN_LOG_EVERY=50 MAX_WALLCLOCK_SECONDS=0 EVAL_STRIDE=0 WARMUP_STEPS=3 > "$log" 2>&1 ;;
     *) echo "unknown job kind: $kind" > "$log" ;;
