@@ -37,26 +37,28 @@ for job in "$@"; do
   kind=${words[0]:-}; spec=${words[1]:-}; extra=("${words[@]:2}")
   log=$out/job_$n.txt
   t0=$(date +%s)
-  case $kind in
-    bench)
-      env "${envs[@]}" timeout $((left - 15)) python3 -m golf_cli.main bench "$repo/$spec" --data "$data" --nproc 1 \
-        --out "$out/bench_$(basename "$spec" .yaml).json" "${extra[@]}" > "$log" 2>&1 ;;
-    run)
-      seed=(--seed 1337); [[ " ${extra[*]} " == *" --seed "* ]] && seed=()
-      env "${envs[@]}" timeout $((left - 15)) python3 -m golf_cli.main run "$repo/$spec" --data "$data" --nproc 1 "${seed[@]}" \
-        "${extra[@]}" > "$log" 2>&1 ;;
-    profile)
-      ( eval "$(python3 "$repo/bench/spec_env.py" "$repo/$spec")"
-        export DATA_PATH=$data TOKENIZER_PATH=$repo/.bench_data/tokenizers/docs_1024_bpe.model
-        for kv in "${envs[@]}" "${extra[@]}"; do export "${kv?}"; done
-        timeout $((left - 15)) python3 "$repo/bench/profile_step.py" --steps 12 --warmup 3 --profile 2 \
-          --dump-kernels 8 --out "$out/profile_$n.json" ) > "$log" 2>&1 ;;
-    fidelity)
-      env "${envs[@]}" timeout $((left - 15)) python3 -m golf_cli.main run "$repo/specs/pr549.yaml" --data "$data" --nproc 1 \
-        --seed 1337 --name fidelity --set TRAIN_BATCH_TOKENS=131072 ITERATIONS=300 WARMDOWN_ITERS=100 \
-        VAL_LOSS_EVERY=100 TRAIN_LOG_EVERY=50 MAX_WALLCLOCK_SECONDS=0 EVAL_STRIDE=0 WARMUP_STEPS=3 > "$log" 2>&1 ;;
-    *) echo "unknown job kind: $kind" > "$log" ;;
-  esac
+  ( for kv in "${envs[@]}"; do export "${kv?}"; done  # this job's own env vars
+    case $kind in
+      bench)
+        timeout $((left - 15)) python3 -m golf_cli.main bench "$repo/$spec" --data "$data" --nproc 1 \
+          --out "$out/bench_$(basename "$spec" .yaml).json" "${extra[@]}" > "$log" 2>&1 ;;
+      run)
+        seed=(--seed 1337); [[ " ${extra[*]} " == *" --seed "* ]] && seed=()
+        timeout $((left - 15)) python3 -m golf_cli.main run "$repo/$spec" --data "$data" --nproc 1 "${seed[@]}" \
+          "${extra[@]}" > "$log" 2>&1 ;;
+      profile)
+        ( eval "$(python3 "$repo/bench/spec_env.py" "$repo/$spec")"
+          export DATA_PATH=$data TOKENIZER_PATH=$repo/.bench_data/tokenizers/docs_1024_bpe.model
+          for kv in "${extra[@]}"; do export "${kv?}"; done
+          timeout $((left - 15)) python3 "$repo/bench/profile_step.py" --steps 12 --warmup 3 --profile 2 \
+            --dump-kernels 8 --out "$out/profile_$n.json" ) > "$log" 2>&1 ;;
+      fidelity)
+        timeout $((left - 15)) python3 -m golf_cli.main run "$repo/specs/pr549.yaml" --data "$data" --nproc 1 \
+          --seed 1337 --name fidelity --set TRAIN_BATCH_TOKENS=131072 ITERATIONS=300 WARMDOWN_ITERS=100 \
+          VAL_LOSS_EVERY=100 TRAIN_LOG_EVERY=50 MAX_WALLCLOCK_SECONDS=0 EVAL_STRIDE=0 WARMUP_STEPS=3 > "$log" 2>&1 ;;
+      *) echo "unknown job kind: $kind" > "$log" ;;
+    esac
+  )
   rc=$?
   echo "=== job $n: $job -> exit $rc in $(($(date +%s) - t0))s"
   grep -E "val_bpb|step_avg:|peak memory|Total submission|ttt_time|total_eval_time|eval_warmup|error|Error|ms_per_step|tokens_per_s\"|mfu|sliding_eval_s" "$log" \
