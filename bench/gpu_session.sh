@@ -3,7 +3,7 @@
 #
 #   BUDGET_S=580 bash bench/gpu_session.sh OUTDIR "JOB" ["JOB"]...
 #   JOB: "bench SPEC [golf bench options]"    golf bench (tag bench), report JSON to OUTDIR/bench_<spec>.json
-#        "run SPEC [golf run options]"        golf run, seed 1337 unless the job names --seed
+#        "run SPEC [golf run options]"        golf run, seed 1337 and one GPU unless the job names --seed / --nproc
 #        "profile SPEC [KEY=VALUE ...]"       bench/profile_step.py at the spec's knobs + overrides (kernel profile)
 #        "fidelity"                           pr549 at 131,072 tokens/step, 300 steps, val_bpb at 100/200/300
 #   A job may start with KEY=VALUE words: env vars for that job only (e.g. "TORCHINDUCTOR_MAX_AUTOTUNE=1 profile …").
@@ -11,6 +11,8 @@
 # file, results.tgz (the device tool brings back few files): runs.db with runs/<id>/train.log + spec.yaml beside
 # it (`golf show/export-record --db runs.db` work there), one job_<n>.txt per job, the bench/profile JSON files
 # and the GPU's name and clocks.
+# Several GPUs: one instance per GPU lane runs at once with CUDA_VISIBLE_DEVICES and its own OUTDIR (each gets
+# its own work folder and runs.db); a job with --nproc 2 needs both GPUs to itself.
 # Expects .bench_data/ (datasets/docs_sp1024 + tokenizers/) and, where golf's own dependencies are missing, .whl/.
 set -u
 start=$(date +%s)
@@ -18,14 +20,18 @@ mkdir -p "$1/results"; final=$(cd "$1" && pwd); out=$final/results; shift
 repo=$PWD
 budget=${BUDGET_S:-580}
 min_left=${MIN_LEFT_S:-150}
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+if ls .whl/*.whl >/dev/null 2>&1; then  # once per machine: parallel lanes must not reinstall under each other
+  ( flock 9; [ -f /tmp/site/.golf_wheels ] || { python3 -m pip install -q --no-index --no-deps --no-compile \
+      --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && touch /tmp/site/.golf_wheels; } ) 9>/tmp/golf_wheels.lock
 fi
 export PYTHONPATH=$repo:/tmp/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-work=/tmp/golfwork; mkdir -p "$work"; cd "$work" || exit 1
+# NVLink multicast stays off on the shared multi-GPU hosts (it can take the host's GPUs out of service)
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+work=/tmp/golfwork_$(basename "$final"); mkdir -p "$work"; cd "$work" || exit 1
 export GOLF_DB=$work/runs.db
 data=$repo/.bench_data/datasets/docs_sp1024
-nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv | tee "$out/gpu.txt"
+nvidia-smi --query-gpu=index,name,memory.total,clocks.sm,clocks.max.sm,power.limit --format=csv | tee "$out/gpu.txt"
+nvidia-smi topo -m >> "$out/gpu.txt" 2>&1
 n=0
 for job in "$@"; do
   n=$((n + 1))
@@ -44,7 +50,8 @@ for job in "$@"; do
           --out "$out/bench_$(basename "$spec" .yaml).json" "${extra[@]}" > "$log" 2>&1 ;;
       run)
         seed=(--seed 1337); [[ " ${extra[*]} " == *" --seed "* ]] && seed=()
-        timeout $((left - 15)) python3 -m golf_cli.main run "$repo/$spec" --data "$data" --nproc 1 "${seed[@]}" \
+        nproc=(--nproc 1); [[ " ${extra[*]} " == *" --nproc "* ]] && nproc=()
+        timeout $((left - 15)) python3 -m golf_cli.main run "$repo/$spec" --data "$data" "${nproc[@]}" "${seed[@]}" \
           "${extra[@]}" > "$log" 2>&1 ;;
       profile)
         ( eval "$(python3 "$repo/bench/spec_env.py" "$repo/$spec")"
