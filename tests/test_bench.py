@@ -119,3 +119,29 @@ def test_bench_of_an_unknown_run_is_a_one_line_error(db: Path, workdir: Path) ->
     result = runner.invoke(app, ["bench", "no-such-run", "--db", str(db)])
     assert result.exit_code == 2
     assert "no-such-run" in result.output and "Traceback" not in result.output
+
+
+def _rank_log(world: int, losses: list[float], step_ms: float, post_ttt: float) -> str:
+    lines = [f"world_size:{world} grad_accum_steps:{8 // world}"]
+    for i, loss in enumerate(losses, start=1):
+        lines.append(f"step:{i}/{len(losses)} train_loss:{loss:.4f} train_time:{i * step_ms:.0f}ms "
+                     f"step_avg:{step_ms:.2f}ms")
+    lines.append(f"step:{len(losses)}/{len(losses)} val_loss:2.5 val_bpb:1.5 train_time:{len(losses) * step_ms:.0f}ms "
+                 f"step_avg:{step_ms:.2f}ms")
+    lines.append(f"legal_ttt val_loss:4.7 val_bpb:{post_ttt:.4f} eval_time:5000ms")
+    return "\n".join(lines) + "\n"
+
+
+def test_rank_parity_gives_curve_and_stage_differences_and_scaling_efficiency() -> None:
+    from golf.analysis.parity import rank_parity
+
+    one = parse_text(_rank_log(1, [6.9, 5.0, 4.0], 600.0, 2.9517))
+    two = parse_text(_rank_log(2, [6.9, 5.02, 3.99], 320.0, 2.9522))
+    report = rank_parity(one, two)
+    assert report["world_sizes"] == [1, 2]
+    assert report["steps_compared"] == 3
+    assert report["train_loss_max_abs_diff"] == pytest.approx(0.02)
+    assert report["train_loss_mean_abs_diff"] == pytest.approx(0.01)
+    assert report["stages"]["post_ttt"]["diff"] == pytest.approx(0.0005)
+    assert report["speedup"] == pytest.approx(600 / 320)
+    assert report["scaling_efficiency"] == pytest.approx(600 / 320 / 2)  # 1.875x on 2x the GPUs: 93.75%
