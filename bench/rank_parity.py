@@ -24,6 +24,8 @@ def main() -> None:
     args = ap.parse_args()
     report = rank_parity(parse_text(args.one.read_text()), parse_text(args.many.read_text()))
     w1, w2 = report["world_sizes"]
+    if not report["steps_compared"]:
+        raise SystemExit(f"{args.one} and {args.many} share no logged train-loss steps: nothing to compare")
     print(f"world_size:{w1} vs {w2} steps_compared:{report['steps_compared']} "
           f"train_loss_max_abs_diff:{report['train_loss_max_abs_diff']:.4f} "
           f"train_loss_mean_abs_diff:{report['train_loss_mean_abs_diff']:.4f}")
