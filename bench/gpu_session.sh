@@ -21,8 +21,9 @@ repo=$PWD
 budget=${BUDGET_S:-580}
 min_left=${MIN_LEFT_S:-150}
 if ls .whl/*.whl >/dev/null 2>&1; then  # once per machine: parallel lanes must not reinstall under each other
-  ( flock 9; [ -f /tmp/site/.golf_wheels ] || { python3 -m pip install -q --no-index --no-deps --no-compile \
-      --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && touch /tmp/site/.golf_wheels; } ) 9>/tmp/golf_wheels.lock
+  mark=/tmp/site/.golf_wheels_$(ls .whl | md5sum | cut -c1-12)  # another set of wheels installs again
+  ( flock 9; [ -f "$mark" ] || { python3 -m pip install -q --no-index --no-deps --no-compile \
+      --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && touch "$mark"; } ) 9>/tmp/golf_wheels.lock
 fi
 export PYTHONPATH=$repo:/tmp/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 # NVLink multicast stays off on the shared multi-GPU hosts (it can take the host's GPUs out of service)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from golf.analysis.parity import rank_parity
 from golf.logparse import parse_text
 
 pytestmark = pytest.mark.slow
@@ -48,3 +49,7 @@ def test_two_ranks_train_like_one_process_with_the_same_global_batch(tmp_path: P
     for stage in ("pre_quant", "post_quant"):
         assert one.stages[stage].val_bpb == pytest.approx(two.stages[stage].val_bpb, abs=2e-4)
     assert one.curve[5]["val_bpb"] == pytest.approx(two.curve[5]["val_bpb"], abs=2e-4)
+    report = rank_parity(one, two)  # the comparison bench/rank_parity.py reports for GPU runs, on these real logs
+    assert report["world_sizes"] == [1, 2] and report["steps_compared"] == 10
+    assert report["train_loss_max_abs_diff"] <= 2e-4
+    assert abs(report["stages"]["post_quant"]["diff"]) <= 2e-4
