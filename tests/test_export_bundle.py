@@ -216,6 +216,9 @@ def test_requirements_follow_the_imports_and_the_config() -> None:
     assert "zstandard" in required_packages(text, {"COMPRESSOR": "zstd"}, "none")
     assert "brotli" in required_packages(text, {"COMPRESSOR": "zlib"}, "brotli")
     assert "brotli" in required_packages(text, {"COMPRESSOR": "brotli"}, "lzma")
+    # FA4 only where the record's config asks for its kernels; auto falls back to SDPA without it
+    assert "flash-attn-4" not in required_packages(text, {"ATTN_BACKEND": "auto"}, "none")
+    assert "flash-attn-4" in required_packages(text, {"ATTN_BACKEND": "fa4"}, "none")
 
 
 def test_secret_names_spare_the_knobs() -> None:

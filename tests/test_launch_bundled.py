@@ -60,4 +60,5 @@ def test_smoke_spec_runs_and_records_real_metrics(workdir: Path, db: Path, small
     # the log on disk is what was parsed
     log = Path(data["log_path"]).read_text()
     assert f"val_bpb:{data['final_bpb']:.8f}" in log
+    assert "\nattention:sdpa requested:auto " in log  # no GPU: auto falls back to SDPA, and the log says so
     assert data["config"]["NUM_LAYERS"] == "2" and data["config"]["ITERATIONS"] == str(ITERATIONS)

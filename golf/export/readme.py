@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 # import name -> PyPI name, where they differ or matter
 PYPI_NAMES = {"sentencepiece": "sentencepiece", "zstandard": "zstandard", "brotli": "brotli", "numpy": "numpy",
-              "torch": "torch", "yaml": "PyYAML", "flash_attn": "flash-attn", "flash_attn_interface": "flash-attn"}
+              "torch": "torch", "yaml": "PyYAML", "flash_attn": "flash-attn-4", "flash_attn_interface": "flash-attn"}
 DASH = "—"
 # never installed: `__main__` is the running script; golf is imported only on the package path that a shipped
 # file (BUNDLED = True) never takes
@@ -44,11 +44,12 @@ def imported_modules(source: str) -> dict[str, bool]:
 
 def required_packages(source: str, config: dict[str, str], pack: str) -> list[str]:
     """PyPI names the shipped trainer needs with this config: every non-stdlib module imported at load, and the lazy
-    ones the config reaches (zstandard for COMPRESSOR=zstd, brotli for COMPRESSOR=brotli or a brotli-packed file;
-    any other lazy import is kept, to be safe)."""
+    ones the config reaches (zstandard for COMPRESSOR=zstd, brotli for COMPRESSOR=brotli or a brotli-packed file,
+    flash-attn-4 for ATTN_BACKEND=fa4; any other lazy import is kept, to be safe)."""
     conditional: dict[str, Callable[[], bool]] = {
         "zstandard": lambda: config.get("COMPRESSOR") == "zstd",
         "brotli": lambda: config.get("COMPRESSOR") == "brotli" or pack == "brotli",
+        "flash_attn": lambda: config.get("ATTN_BACKEND") == "fa4",
     }
     modules = imported_modules(source)
     if pack == "brotli":

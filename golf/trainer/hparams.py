@@ -164,6 +164,9 @@ KNOBS: tuple[Knob, ...] = (
     _k("VAL_BATCH_SIZE", "int", 524288, "validation tokens per batch (global)", "eval", minimum=1),
     _k("MAX_WALLCLOCK_SECONDS", "float", 600.0, "training time cap in seconds (0: none)", "schedule", minimum=0.0),
     _k("COMPILE", "bool", True, "torch.compile the model on CUDA", "run"),
+    _k("ATTN_BACKEND", "str", "auto", "attention kernels: sdpa, fa4 (flash-attn-4), or auto: fa4 on Hopper/Blackwell "
+       "with flash-attn-4 installed and >= 65,536 tokens per micro-step, else sdpa", "run",
+       choices=("auto", "sdpa", "fa4")),
     # -- model shape
     _k("NUM_LAYERS", "int", 9, "transformer layers", "model", minimum=1),
     _k("MODEL_DIM", "int", 512, "model width", "model", minimum=8),

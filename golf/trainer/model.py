@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .attention import causal_attention
 from .hparams import Hyperparameters
 
 BOS_ID = 1  # SentencePiece bos_id in the challenge's tokenizers; every document starts with it
@@ -114,8 +115,9 @@ class AttentionGate(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, hp: Hyperparameters, layer: int, qat_bits: int) -> None:
+    def __init__(self, hp: Hyperparameters, layer: int, qat_bits: int, backend: str = "sdpa") -> None:
         super().__init__()
+        self.backend = backend  # golf.trainer.attention: sdpa | fa4 (| math, the ops' CPU reference)
         dim, self.heads, self.kv_heads = hp.model_dim, hp.num_heads, hp.num_kv_heads
         self.head_dim = dim // self.heads
         kv_dim = self.kv_heads * self.head_dim
@@ -151,8 +153,7 @@ class Attention(nn.Module):
             v = lam[0] * v_first + lam[1] * v
         q = apply_rotary(rms_norm(q), cos, sin) * self.q_gain.to(q.dtype)[:, None]
         k = apply_rotary(rms_norm(k), cos, sin)
-        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
-                                           enable_gqa=self.kv_heads != self.heads).transpose(1, 2)
+        y = causal_attention(q, k, v, self.backend)
         if self.xsa:
             y = exclusive_self_attention(y, v)
         if self.gate is not None:
@@ -175,10 +176,10 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, hp: Hyperparameters, layer: int, qat: bool) -> None:
+    def __init__(self, hp: Hyperparameters, layer: int, qat: bool, attention_backend: str = "sdpa") -> None:
         super().__init__()
         dim = hp.model_dim
-        self.attn = Attention(hp, layer, hp.attn_bits if qat else 0)
+        self.attn = Attention(hp, layer, hp.attn_bits if qat else 0, attention_backend)
         self.mlp = MLP(hp, hp.mlp_bits if qat else 0)
         self.attn_scale = nn.Parameter(torch.ones(dim))
         self.mlp_scale = nn.Parameter(torch.ones(dim))
@@ -285,7 +286,8 @@ def layer_order(num_layers: int, recur_layers: tuple[int, ...], active: bool) ->
 
 
 class GPT(nn.Module):
-    def __init__(self, hp: Hyperparameters, compute_dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, hp: Hyperparameters, compute_dtype: torch.dtype = torch.float32,
+                 attention_backend: str = "sdpa") -> None:
         super().__init__()
         self.hp = hp
         self.compute_dtype = compute_dtype
@@ -295,7 +297,7 @@ class GPT(nn.Module):
         self.bigram = BigramHash(hp) if hp.bigram_vocab_size else None
         self.smear = SmearGate(dim) if hp.smear_gate else None
         self.ve = ValueEmbedding(hp) if hp.ve_enabled else None
-        self.blocks = nn.ModuleList(Block(hp, i, qat) for i in range(hp.num_layers))
+        self.blocks = nn.ModuleList(Block(hp, i, qat, attention_backend) for i in range(hp.num_layers))
         self.recur_layers = tuple(hp.recur_layers)
         # recurrence with no start condition is on from the first step
         self.recur_active = bool(self.recur_layers) and not (hp.recur_start_step or hp.recur_start_frac)

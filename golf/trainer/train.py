@@ -16,6 +16,7 @@ from torch import nn
 
 from . import finish
 from .artifact import gptq_reserve_line
+from .attention import fa4_version, resolve_backend
 from .bpb import load_luts
 from .data import TrainLoader, load_val_tokens
 from .evaluate import evaluate_plain, val_batch_seqs
@@ -54,7 +55,8 @@ class Trainer:
         if micro * rt.world_size * self.accum != hp.train_batch_tokens or micro % hp.train_seq_len:
             raise KnobError(f"TRAIN_BATCH_TOKENS={hp.train_batch_tokens} must split into {rt.world_size} ranks x "
                             f"{self.accum} micro-steps of whole TRAIN_SEQ_LEN={hp.train_seq_len} sequences")
-        self.model = GPT(hp, rt.compute_dtype).to(rt.device)
+        self.attention = resolve_backend(hp.attn_backend, rt.device, micro)
+        self.model = GPT(hp, rt.compute_dtype, self.attention).to(rt.device)
         self.step_fn: nn.Module = self.model
         self.eval_fn = self.model.token_losses
         if rt.is_cuda and hp.compile:
@@ -226,6 +228,7 @@ def log_header(hp: Hyperparameters, rt: Runtime, trainer: Trainer) -> None:
         rt.log(line)
     info = describe(trainer.model)
     rt.log(f"model_params:{info['model_params']}")
+    rt.log(f"attention:{trainer.attention} requested:{hp.attn_backend} flash_attn_4:{fa4_version() or 'none'}")
     if hp.xsa_last_n:
         rt.log(f"XSA:last_{hp.xsa_last_n} active_layers:{info['xsa_layers']}")
     if hp.recur_layers:
