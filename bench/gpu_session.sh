@@ -5,7 +5,7 @@
 #   JOB: "bench SPEC [golf bench options]"    golf bench (tag bench), report JSON to OUTDIR/bench_<spec>.json
 #        "run SPEC [golf run options]"        golf run, seed 1337 and one GPU unless the job names --seed / --nproc
 #        "profile SPEC [KEY=VALUE ...]"       bench/profile_step.py at the spec's knobs + overrides (kernel profile)
-#        "fidelity"                           pr549 at 131,072 tokens/step, 300 steps, val_bpb at 100/200/300
+#        "fidelity [golf run options]"        pr549 at 131,072 tokens/step, 300 steps, val_bpb at 100/200/300
 #   A job may start with KEY=VALUE words: env vars for that job only (e.g. "TORCHINDUCTOR_MAX_AUTOTUNE=1 profile …").
 # A job starts only while MIN_LEFT_S (default 150) seconds remain and is cut off at the budget. OUTDIR gets ONE
 # file, results.tgz (the device tool brings back few files): runs.db with runs/<id>/train.log + spec.yaml beside
@@ -63,7 +63,8 @@ for job in "$@"; do
       fidelity)
         timeout $((left - 15)) python3 -m golf_cli.main run "$repo/specs/pr549.yaml" --data "$data" --nproc 1 \
           --seed 1337 --name fidelity --set TRAIN_BATCH_TOKENS=131072 ITERATIONS=300 WARMDOWN_ITERS=100 \
-          VAL_LOSS_EVERY=100 TRAIN_LOG_EVERY=50 MAX_WALLCLOCK_SECONDS=0 EVAL_STRIDE=0 WARMUP_STEPS=3 > "$log" 2>&1 ;;
+          VAL_LOSS_EVERY=100 TRAIN_LOG_EVERY=50 MAX_WALLCLOCK_SECONDS=0 EVAL_STRIDE=0 WARMUP_STEPS=3 \
+          "${words[@]:1}" > "$log" 2>&1 ;;
       *) echo "unknown job kind: $kind" > "$log" ;;
     esac
   )
