@@ -59,6 +59,7 @@ def test_model_flops_count_recurrent_layers_per_visit_and_attention_gates() -> N
 
 LOG = """\
 golf_trainer: version:0.1.0 code_sha256:abc run_id:r1
+attention:fa4 requested:auto flash_attn_4:4.0.0b36
 val_loader:shards pattern=/d/fineweb_val_*.bin tokens:1000000
 world_size:1 grad_accum_steps:4
 """ + "".join(f"step:{s}/40 train_loss:3.0 train_time:{t}ms step_avg:1.0ms\n"
@@ -85,6 +86,7 @@ def test_report_of_a_logged_run_gives_median_throughput_mfu_and_sliding_speed() 
     assert report["sliding_eval_s"] == pytest.approx(8.0)
     assert report["sliding_tokens_per_s"] == pytest.approx(125_000.0)
     assert (report["sliding_stride"], report["sliding_seq_len"]) == (64, 2048)
+    assert report["attention"] == "fa4"  # what ran, not the knob's "auto"
 
 
 @pytest.mark.slow
@@ -106,6 +108,7 @@ def test_bench_cli_runs_a_spec_records_it_and_reports_from_its_steps(sample_data
     assert report["ms_per_step_median"] == pytest.approx(expected)
     assert report["tokens_per_s"] == pytest.approx(512 / (expected / 1000))
     assert report["sliding_eval_s"] > 0 and report["val_tokens"] > 0
+    assert report["attention"] == "sdpa"  # the trainer's log line, parsed: no GPU, so auto ran SDPA
     # a recorded run can be reported again, with the same figures
     again = runner.invoke(app, ["bench", report["run_id"], "--db", str(db), "--format", "json"])
     assert again.exit_code == 0, again.output

@@ -92,6 +92,7 @@ def bench_report(run: Any, parsed: ParsedRun, skip: int = LOG_EVERY,
         "gpu": run.gpu_name,
         "gpu_count": run.gpu_count,
         "torch": run.torch_version,
+        "attention": parsed.header.get("attention"),  # the kernels that ran (ATTN_BACKEND=auto resolves per GPU)
         "code_hash": run.code_hash,
         "git_commit": run.git_commit,
         "status": run.status,

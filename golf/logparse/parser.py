@@ -57,6 +57,7 @@ _DAMAGED = re.compile(
 )
 _HP_ROW = re.compile(r"^\s{2,}([A-Za-z_][\w]*):\s?(.*)$")
 _RUN_HEADER = re.compile(r"^golf_trainer:\s*(.*)$")
+_ATTENTION = re.compile(r"^attention:(\S+) requested:\S+")  # golf's trainer: the attention kernels that ran
 _VAL_TOKENS = re.compile(r"^val_loader:.*\btokens:(\d+)")
 # Lines that open a new run inside a file that holds several.
 _RUN_START = re.compile(r"^(?:Hyperparameters:\s*$|model_params:|warmup_step:\s*1/|golf_trainer:)")
@@ -352,6 +353,9 @@ class LogParser:
     def _header(self, m: re.Match[str]) -> None:
         self.run.header.update(dict(_KV_PAIR.findall(m.group(1))))
 
+    def _attention(self, m: re.Match[str]) -> None:
+        self.run.header["attention"] = m.group(1)
+
     _handlers: list[tuple[re.Pattern[str], Any]] = [
         (_SERIALIZED, _serialized_line),
         (_TOTAL, _total_line),
@@ -369,6 +373,7 @@ class LogParser:
         (_NON_RECORD, _non_record),
         (_EVAL_MODE_SLIDING, _eval_mode),
         (_RUN_HEADER, _header),
+        (_ATTENTION, _attention),
         (_VAL_TOKENS, _val_tokens),
     ]
 
