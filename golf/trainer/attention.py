@@ -56,7 +56,13 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor, backend: str) -> Tensor:
         y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
                                            enable_gqa=k.size(2) != q.size(2))
         return y.transpose(1, 2)
-    # the kernels read dense (B, T, H, D) tensors; inside torch.compile these copies fuse into the producers
+    # K/V go in expanded to the query heads: FA4's backward then writes dK/dV per head instead of accumulating
+    # them across the group in fp32 buffers that need zeroing and a conversion pass; autograd sums the heads
+    # back, fused by inductor (bench/NOTES.md, session 7: -4.5 ms/step on pr549). The kernels read dense
+    # (B, T, H, D) tensors; inside torch.compile the copies fuse into the producers.
+    if k.size(2) != q.size(2):
+        group = q.size(2) // k.size(2)
+        k, v = k.repeat_interleave(group, dim=2), v.repeat_interleave(group, dim=2)
     return torch.ops.golf.attention_forward(q.contiguous(), k.contiguous(), v.contiguous(), backend)[0]
 
 
