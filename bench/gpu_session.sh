@@ -2,7 +2,7 @@
 # One device call: golf jobs in order under a time budget, on the shared corpus; what golf recorded comes back.
 #
 #   BUDGET_S=580 bash bench/gpu_session.sh OUTDIR "JOB" ["JOB"]...
-#   JOB: "bench SPEC [golf bench options]"    golf bench (tag bench), report JSON to OUTDIR/bench_<spec>.json
+#   JOB: "bench SPEC [golf bench options]"    golf bench (tag bench), report JSON to bench_<spec>_<job n>.json
 #        "run SPEC [golf run options]"        golf run, seed 1337 and one GPU unless the job names --seed / --nproc
 #        "profile SPEC [KEY=VALUE ...]"       bench/profile_step.py at the spec's knobs + overrides (kernel profile)
 #        "fidelity [golf run options]"        pr549 at 131,072 tokens/step, 300 steps, val_bpb at 100/200/300
@@ -48,7 +48,7 @@ for job in "$@"; do
     case $kind in
       bench)
         timeout $((left - 15)) python3 -m golf_cli.main bench "$repo/$spec" --data "$data" --nproc 1 \
-          --out "$out/bench_$(basename "$spec" .yaml).json" "${extra[@]}" > "$log" 2>&1 ;;
+          --out "$out/bench_$(basename "$spec" .yaml)_$n.json" "${extra[@]}" > "$log" 2>&1 ;;
       run)
         seed=(--seed 1337); [[ " ${extra[*]} " == *" --seed "* ]] && seed=()
         nproc=(--nproc 1); [[ " ${extra[*]} " == *" --nproc "* ]] && nproc=()
