@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from functools import partial
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from attention_backends import time_ms  # bench/, beside this script
 from torch import Tensor
 
 from golf.trainer.hparams import Hyperparameters
 from golf.trainer.model import MLP
+
+ITERS = 30
 
 E4M3 = torch.float8_e4m3fn
 E4M3_MAX = 448.0
@@ -72,20 +74,6 @@ def fp8_linear(x: Tensor, weight: Tensor, wgrad_fp8: bool = False) -> Tensor:
     return y.view(*lead, weight.size(0))
 
 
-def cuda_ms(fn, iters: int = 30, warmup: int = 5) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
 def bare_gemms(tokens: int, dim: int, hidden: int) -> list[dict]:
     rows = []
     shapes = {"fc fwd": (tokens, dim, hidden), "proj fwd": (tokens, hidden, dim), "qkv fwd": (tokens, dim, 2 * dim),
@@ -96,8 +84,9 @@ def bare_gemms(tokens: int, dim: int, hidden: int) -> list[dict]:
         aq, bq = a.to(E4M3), b.to(E4M3)
         sa = torch.ones(m, 1, device="cuda")
         sb = torch.ones(1, n, device="cuda")
-        bf16_ms = cuda_ms(partial(torch.mm, a, b.t()))
-        fp8_ms = cuda_ms(partial(torch._scaled_mm, aq, bq.t(), scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16))
+        bf16_ms = time_ms(partial(torch.mm, a, b.t()), ITERS)
+        fp8_ms = time_ms(partial(torch._scaled_mm, aq, bq.t(), scale_a=sa, scale_b=sb,
+                                 out_dtype=torch.bfloat16), ITERS)
         flops = 2 * m * n * k
         rows.append({"gemm": name, "m": m, "k": k, "n": n, "bf16_ms": bf16_ms, "fp8_ms": fp8_ms,
                      "bf16_tflops": flops / bf16_ms / 1e9, "fp8_tflops": flops / fp8_ms / 1e9})
@@ -147,7 +136,7 @@ def mlp_variants(tokens: int, hp0: Hyperparameters) -> list[dict]:
         x = x_ref.bfloat16().requires_grad_()
 
         fwd_bwd = partial(forward_backward, step, mlp, x, grad_out)
-        ms = cuda_ms(fwd_bwd)
+        ms = time_ms(fwd_bwd, ITERS)
         fwd_bwd()
         y = step(x).detach().float()
         grads = [x.grad.float()] + [p.grad.float() for p in mlp.parameters()]
