@@ -10,6 +10,9 @@ import typer
 DbOption = Annotated[Optional[Path], typer.Option(
     "--db", metavar="PATH", help="Run store (default: $GOLF_DB or ./runs.db).")]
 FormatOption = Annotated[str, typer.Option("--format", metavar="table|md|csv|json", help="Output format.")]
+ColumnsOption = Annotated[Optional[list[str]], typer.Option(
+    "--columns", metavar="COL,COL", help="Only these columns, in this order (table, md, csv). A table too wide for "
+                                         "the terminal otherwise hides its least important columns.")]
 MinDeltaNatsOption = Annotated[float, typer.Option(
     "--min-delta-nats", min=0.0, help="Improvement in NATS (val_loss) the verdict requires.")]
 AlphaOption = Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="Significance level of the verdict.")]

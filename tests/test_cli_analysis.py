@@ -113,11 +113,18 @@ def test_compare_table_md_and_csv(db: Path) -> None:
 
     out = invoke("compare", "base", "xsa-all", "--all-params", "--format", "csv", "--db", str(db))
     rows = list(csv.reader(io.StringIO(out.stdout)))
-    assert rows[0] == ["", "", "base (base)", "xsa-all"]
+    assert rows[0] == ["", "", "base (base)", "base (base) std", "base (base) n", "xsa-all", "xsa-all std",
+                       "xsa-all n"]
     by_field = {r[1]: r for r in rows[1:]}
-    assert by_field["NUM_LAYERS"][2:] == ["11", "11"]  # --all-params shows agreeing knobs too
-    assert by_field["verdict"][2:] == ["base", "fail"]
-    assert by_field["final bpb"][2] == f"{statistics.fmean(BASE_BPB):.4f} ± {statistics.stdev(BASE_BPB):.4f} (3)"
+    assert by_field["NUM_LAYERS"][2:] == ["11", "", "", "11", "", ""]  # --all-params shows agreeing knobs too
+    assert by_field["verdict"][2:] == ["base", "", "", "fail", "", ""]
+    # raw numbers in separate columns, not "1.1231 ± 0.0004 (3)"
+    mean, std, n = (float(v) for v in by_field["final bpb"][2:5])
+    assert math.isclose(mean, statistics.fmean(BASE_BPB), rel_tol=1e-9)
+    assert math.isclose(std, statistics.stdev(BASE_BPB), rel_tol=1e-6) and n == 3
+    assert by_field["max bytes vs 16,000,000"][2] == str(15_900_000 + 2025)
+    delta = float(by_field["Δ final_bpb"][5])
+    assert math.isclose(delta, statistics.fmean(XSA_BPB) - statistics.fmean(BASE_BPB), rel_tol=1e-6)
 
 
 def test_compare_plot_draws_every_run(db: Path) -> None:

@@ -116,19 +116,20 @@ def display_columns(cumulative: bool, fmt: str) -> list[Any]:
         return str(n) if plain or n == 0 else f"{n:+,}".replace("-", "\u2212")
 
     p_fmt: Callable[[Any], str] = _plain if plain else _p_cell
-    cols = [Col("change", "Change"), Col("pre_ttt_bpb", "Pre-TTT bpb", num(4), justify="right"),
+    # priority: which columns a narrow terminal hides first (highest first)
+    cols = [Col("change", "Change"), Col("pre_ttt_bpb", "Pre-TTT bpb", num(4), justify="right", priority=3),
             Col("post_ttt_bpb", "Post-TTT bpb", num(4), justify="right")]
     if cumulative:
         cols.append(Col("delta_bpb", "Delta", delta(4), justify="right"))
     else:
-        cols += [Col("delta_pre_ttt_bpb", "Δ pre-TTT", delta(4), justify="right"),
+        cols += [Col("delta_pre_ttt_bpb", "Δ pre-TTT", delta(4), justify="right", priority=2),
                  Col("delta_bpb", "Δ post-TTT", delta(4), justify="right")]
     if plain:
         cols.append(Col("delta_bpb_std", "Δ post-TTT std", num(6), justify="right"))
         cols.append(Col("non_record_reason", "non-record"))  # table and md mark the change text instead
-    cols += [Col("delta_bytes", "Δ bytes", bytes_delta, justify="right"),
-             Col("delta_step_avg_ms", "Δ ms/step", delta(2), justify="right"),
-             Col("p_value", "p", p_fmt, justify="right"), Col("n", "n", justify="right")]
+    cols += [Col("delta_bytes", "Δ bytes", bytes_delta, justify="right", priority=4),
+             Col("delta_step_avg_ms", "Δ ms/step", delta(2), justify="right", priority=5),
+             Col("p_value", "p", p_fmt, justify="right", priority=1), Col("n", "n", justify="right", priority=6)]
     return cols
 
 

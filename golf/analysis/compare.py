@@ -96,19 +96,23 @@ class CompareResult:
         return out
 
     # -- table / md / csv: one long table, one column per group
-    def rows(self, blank_repeats: bool = False) -> list[dict[str, Any]]:
-        """Display rows; blank_repeats shows each section's name on its first row only (table, md)."""
+    def rows(self, blank_repeats: bool = False, plain: bool = False) -> list[dict[str, Any]]:
+        """Display rows; blank_repeats shows each section's name on its first row only (table, md). `plain` (csv)
+        keeps numbers raw: a group's column holds the mean (or the value), `c<i>_std` and `c<i>_n` the rest."""
         rows: list[dict[str, Any]] = []
 
-        def add(section: str, name: str, cells: Sequence[str], over: Sequence[bool] | None = None) -> None:
+        def add(section: str, name: str, cells: Sequence[Any], over: Sequence[bool] | None = None,
+                spread: Sequence[tuple[Any, Any]] | None = None) -> None:
             row: dict[str, Any] = {"section": section, "field": name}
             for i, cell in enumerate(cells):
                 row[f"c{i}"] = cell
                 row[f"_over{i}"] = bool(over[i]) if over else False
+                if spread is not None:
+                    row[f"c{i}_std"], row[f"c{i}_n"] = spread[i]
             rows.append(row)
 
         for key, values in self.params.items():
-            add("params", key, ["—" if v is None else str(v) for v in values])
+            add("params", key, values if plain else ["—" if v is None else str(v) for v in values])
         for spec in METRIC_ROWS:
             stats = [s[spec.field] for s in self.stats]
             if all(s.n == 0 for s in stats):
@@ -116,38 +120,52 @@ class CompareResult:
             over = None
             if spec.field in ("train_time_ms", "eval_time_ms"):
                 over = [(g.maximum(spec.field) or 0) / 1000 > TIME_BUDGET_S + TIME_SLACK_S for g in self.groups]
-            add("metrics", spec.title, [mean_std_text(_scaled(s, spec.scale), fmt=spec.pattern) for s in stats], over)
+            scaled = [_scaled(s, spec.scale) for s in stats]
+            if plain:
+                add("metrics", spec.title, [s.mean for s in scaled], over, [(s.std, s.n) for s in scaled])
+            else:
+                add("metrics", spec.title, [mean_std_text(s, fmt=spec.pattern) for s in scaled], over)
         maxima = [g.maximum("total_bytes") for g in self.groups]
-        add("metrics", f"max bytes vs {BYTES_CAP:,}", [_budget_text(m) for m in maxima],
+        add("metrics", f"max bytes vs {BYTES_CAP:,}", maxima if plain else [_budget_text(m) for m in maxima],
             [m is not None and m > BYTES_CAP for m in maxima])
         add("metrics", "seeds", [",".join(str(s) for s in g.seeds) or "—" for g in self.groups])
         reasons = [g.non_record_reason for g in self.groups]
         if any(reasons):  # a result that may not be claimed as a record says so beside its numbers
             add("metrics", "non-record", [r or "—" for r in reasons], [bool(r) for r in reasons])
         loss = loss_field(self.metric)
-        sections = [
-            (f"Δ {self.metric}", lambda d: delta_text(d.delta_bpb, d.delta_bpb_std, d.p_value)),
-            (f"Δ {loss} (nats)", lambda d: delta_text(d.delta_nats, d.delta_nats_std, None)),
-            ("p (variant lower)", lambda d: p_text(d.p_value) if d.p_value is not None else "—"),
+        sections: list[tuple[str, Callable[[Delta], Any], Callable[[Delta], Any]]] = [
+            (f"Δ {self.metric}", lambda d: delta_text(d.delta_bpb, d.delta_bpb_std, d.p_value),
+             lambda d: (d.delta_bpb, d.delta_bpb_std)),
+            (f"Δ {loss} (nats)", lambda d: delta_text(d.delta_nats, d.delta_nats_std, None),
+             lambda d: (d.delta_nats, d.delta_nats_std)),
+            ("p (variant lower)", lambda d: p_text(d.p_value) if d.p_value is not None else "—",
+             lambda d: (d.p_value, None)),
             (f"p (Δ < {MINUS}{self.rule.min_delta_nats:g} nats)",
-             lambda d: p_text(d.p_value_vs_threshold) if d.p_value_vs_threshold is not None else "—"),
-            ("verdict", lambda d: d.verdict),
-            ("why", lambda d: d.reason),
+             lambda d: p_text(d.p_value_vs_threshold) if d.p_value_vs_threshold is not None else "—",
+             lambda d: (d.p_value_vs_threshold, None)),
+            ("verdict", lambda d: d.verdict, lambda d: (d.verdict, None)),
+            ("why", lambda d: d.reason, lambda d: (d.reason, None)),
         ]
-        for title, cell in sections:
-            add("vs base", title, ["base" if d is None else cell(d) for d in self.deltas])
+        for title, text, raw in sections:
+            if plain:
+                pairs = [("base", None) if d is None else raw(d) for d in self.deltas]
+                add("vs base", title, [p[0] for p in pairs], None, [(p[1], None) for p in pairs])
+            else:
+                add("vs base", title, ["base" if d is None else text(d) for d in self.deltas])
         if blank_repeats:
-            sections = [row["section"] for row in rows]
-            for before, row in zip([None, *sections], rows, strict=False):
+            sections_seen = [row["section"] for row in rows]
+            for before, row in zip([None, *sections_seen], rows, strict=False):
                 if before == row["section"]:
                     row["section"] = ""
         return rows
 
-    def columns(self) -> list[Col]:
-        cols = [Col("section", ""), Col("field", "")]
+    def columns(self, plain: bool = False) -> list[Col]:
+        cols = [Col("section", "", priority=1), Col("field", "")]
         for i, group in enumerate(self.groups):
             title = f"{group.label} (base)" if i == 0 else group.label
             cols.append(Col(f"c{i}", title, style=_over_style(i)))
+            if plain:
+                cols += [Col(f"c{i}_std", f"{title} std"), Col(f"c{i}_n", f"{title} n")]
         return cols
 
     def summary_lines(self) -> list[str]:

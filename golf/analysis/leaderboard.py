@@ -153,15 +153,14 @@ def display_columns(fmt: str) -> list[Any]:
         cols += [Col("final_bpb", "final_bpb", num(8)), Col("final_bpb_std", "final_bpb_std", num(8))]
     else:
         cols.append(Col("bpb_text", "final bpb", justify="right"))
-    cols += [
-        Col("n", "seeds", justify="right"),
-        Col("total_bytes", "max bytes", (lambda v: str(v)) if plain else (lambda v: f"{v:,}"),
-            over(BYTES_CAP), justify="right"),
-        Col("step_avg_ms", "ms/step", num(2), justify="right"),
-        Col("train_time_s", "train s", num(1), over(TIME_BUDGET_S + TIME_SLACK_S), justify="right"),
-        Col("eval_time_s", "eval s", num(1), over(TIME_BUDGET_S + TIME_SLACK_S), justify="right"),
-        Col("flags", "flags", (lambda v: "; ".join(v)) if plain else (lambda v: ", ".join(v))),
-        Col("group_hash", "group", (lambda v: v) if plain else (lambda v: v[:8])),
+    cols += [  # priority: which columns a narrow terminal hides first (highest first)
+        Col("n", "seeds", justify="right", priority=2),
+        Col("total_bytes", "max bytes", lambda v: f"{v:,}", over(BYTES_CAP), justify="right", priority=1),
+        Col("step_avg_ms", "ms/step", num(2), justify="right", priority=3),
+        Col("train_time_s", "train s", num(1), over(TIME_BUDGET_S + TIME_SLACK_S), justify="right", priority=4),
+        Col("eval_time_s", "eval s", num(1), over(TIME_BUDGET_S + TIME_SLACK_S), justify="right", priority=4),
+        Col("flags", "flags", (lambda v: "; ".join(v)) if plain else (lambda v: ", ".join(v)), priority=5),
+        Col("group_hash", "group", (lambda v: v) if plain else (lambda v: v[:8]), priority=6),
     ]
     return cols
 

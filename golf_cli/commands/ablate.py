@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from golf_cli.options import AlphaOption, DbOption, FormatOption, LabelOption, MinDeltaNatsOption
+from golf_cli.options import AlphaOption, ColumnsOption, DbOption, FormatOption, LabelOption, MinDeltaNatsOption
 
 
 def ablate(
@@ -88,6 +88,7 @@ def ablation_table(
     min_delta_nats: MinDeltaNatsOption = 0.005,
     alpha: AlphaOption = 0.01,
     fmt: FormatOption = "table",
+    columns_: ColumnsOption = None,
     db: DbOption = None,
 ) -> None:
     """The ablation table of runs already in the store, one row per variant.
@@ -107,11 +108,11 @@ def ablation_table(
     labels = parse_labels(label or [])
     with RunReader(db) as reader:
         groups = resolve_refs(reader, [base, *variants])
-    _print_table(groups, None, cumulative, labels, min_delta_nats, alpha, fmt)
+    _print_table(groups, None, cumulative, labels, min_delta_nats, alpha, fmt, columns_)
 
 
 def _print_table(groups: list[Any], changes: Optional[list[str]], cumulative: bool, labels: dict,
-                 min_delta_nats: float, alpha: float, fmt: str) -> None:
+                 min_delta_nats: float, alpha: float, fmt: str, pick: Optional[list[str]] = None) -> None:
     from golf.analysis.ablation import ablation_rows, display_columns, display_rows
     from golf.analysis.stats import Rule
     from golf.output import render
@@ -122,7 +123,8 @@ def _print_table(groups: list[Any], changes: Optional[list[str]], cumulative: bo
         typer.echo(render([], [], "json", json_rows=rows))
         return
     title = "cumulative ablation" if cumulative else f"ablation against {groups[0].label}"
-    typer.echo(render(display_rows(rows, fmt), display_columns(cumulative, fmt), fmt, title=title))
+    typer.echo(render(display_rows(rows, fmt), display_columns(cumulative, fmt), fmt, title=title,
+                      pick=pick))
 
 
 def _print_plan(steps: list[Any], store: Any, fmt: str) -> None:

@@ -55,7 +55,8 @@ def compare(
         typer.echo(render([], [], "json", json_rows=result.items()))
     else:
         title = f"compare on {result.metric} · rule: {result.rule.describe()}"
-        typer.echo(render(result.rows(blank_repeats=fmt != "csv"), result.columns(), fmt, title=title))
+        plain = fmt == "csv"
+        typer.echo(render(result.rows(blank_repeats=not plain, plain=plain), result.columns(plain), fmt, title=title))
         if fmt != "csv":
             lines = result.summary_lines()
             typer.echo("\n".join(["", *(f"- {line}" if fmt == "md" else line for line in lines)]))

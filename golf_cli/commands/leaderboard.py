@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from golf_cli.options import DbOption, FormatOption
+from golf_cli.options import ColumnsOption, DbOption, FormatOption
 
 
 def leaderboard(
@@ -16,6 +16,7 @@ def leaderboard(
                                            "interleave its records' submission.json scores, marked official.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="Rows to show.")] = 20,
     fmt: FormatOption = "table",
+    columns_: ColumnsOption = None,
     db: DbOption = None,
 ) -> None:
     """The best seed groups by mean final bpb.
@@ -47,4 +48,5 @@ def leaderboard(
         return
     if not rows:
         typer.echo("no completed runs with a final score yet (`golf run SPEC`, or `golf ingest PATH`)", err=True)
-    typer.echo(render(display_rows(rows), display_columns(fmt), fmt, title="leaderboard (final bpb, lower is better)"))
+    typer.echo(render(display_rows(rows), display_columns(fmt), fmt, title="leaderboard (final bpb, lower is better)",
+                      pick=columns_))

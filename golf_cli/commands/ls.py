@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from golf_cli.options import DbOption, FormatOption
+from golf_cli.options import ColumnsOption, DbOption, FormatOption
 
 
 def ls(
@@ -15,6 +15,7 @@ def ls(
     tag: Annotated[Optional[str], typer.Option("--tag", help="Only runs with this tag.")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="At most N runs.")] = None,
     fmt: FormatOption = "table",
+    columns_: ColumnsOption = None,
     db: DbOption = None,
 ) -> None:
     """List runs, newest first.
@@ -46,11 +47,12 @@ def ls(
     def status_style(value: object, _row: dict) -> str | None:
         return {"completed": "green", "running": "cyan", "interrupted": "yellow"}.get(str(value), "red")
 
-    columns = [
-        Col("id"), Col("name"), Col("status", style=status_style), Col("seed", justify="right"),
-        Col("final_bpb", "bpb", fnum(4), justify="right"), Col("stage"),
-        Col("total_bytes", "bytes", fint, justify="right"), Col("steps", justify="right"),
-        Col("step_avg_ms", "ms/step", fnum(1), justify="right"), Col("started_at", "started"), Col("tags"),
+    columns = [  # priority: which columns a narrow terminal hides first (highest first)
+        Col("id"), Col("name"), Col("status", style=status_style), Col("seed", justify="right", priority=2),
+        Col("final_bpb", "bpb", fnum(4), justify="right"), Col("stage", priority=3),
+        Col("total_bytes", "bytes", fint, justify="right", priority=1), Col("steps", justify="right", priority=4),
+        Col("step_avg_ms", "ms/step", fnum(1), justify="right", priority=3),
+        Col("started_at", "started", priority=5), Col("tags", priority=6),
     ]
     if fmt == "csv":
         columns.append(Col("non_record_reason", "non_record_reason"))
@@ -60,4 +62,4 @@ def ls(
         if run.non_record_reason and fmt != "csv":  # csv has its own column
             stage = f"{stage or '—'} (non-record)"
         rows.append({**run.model_dump(), "stage": stage})
-    typer.echo(render(rows, columns, fmt))
+    typer.echo(render(rows, columns, fmt, pick=columns_))
