@@ -26,6 +26,7 @@ COMMANDS = [
     ("show", "golf_cli.commands.show", "show", "Runs"),
     ("data", "golf_cli.commands.data", None, "Runs"),
     ("bench", "golf_cli.commands.bench", "bench", "Runs"),
+    ("knobs", "golf_cli.commands.knobs", "knobs", "Runs"),
     ("compare", "golf_cli.commands.compare", "compare", "Decisions"),
     ("ablate", "golf_cli.commands.ablate", "ablate", "Decisions"),
     ("ablation-table", "golf_cli.commands.ablate", "ablation_table", "Decisions"),
