@@ -31,6 +31,7 @@ COMMANDS = [
     ("ablate", "golf_cli.commands.ablate", "ablate", "Decisions"),
     ("ablation-table", "golf_cli.commands.ablate", "ablation_table", "Decisions"),
     ("leaderboard", "golf_cli.commands.leaderboard", "leaderboard", "Decisions"),
+    ("plot", "golf_cli.commands.plot", "plot", "Decisions"),
     ("ingest", "golf_cli.commands.ingest", "ingest", "Decisions"),
     ("export-record", "golf_cli.commands.export", "export_record", "Records"),
 ]

@@ -423,3 +423,23 @@ def test_changes_list_a_knob_the_others_depend_on(tmp_path: Path) -> None:
     result = export(tmp_path / "runs.db", tmp_path / "pg", ref="xsaall")
     changes = {r[0]: r[1:3] for r in table_rows((result.folder / "README.md").read_text(), "Changes")}
     assert changes == {"`NUM_LAYERS`": ["9", "11"], "`XSA_LAST_N`": ["0", "11"]}
+
+
+def test_plots_put_figures_in_the_folder_and_the_readme_links_them(store_path: Path, tmp_path: Path) -> None:
+    store = Store(store_path)
+    for run in store.list_runs():  # the record's three seeds
+        bpb = run.final_bpb
+        store.upsert_steps(run.id, {0: {"val_bpb": 4.1}, 100: {"val_bpb": bpb + 0.1}, 200: {"val_bpb": bpb}})
+    add_group(store, tmp_path, "parent", "b2" * 8, bpbs=[1.1150, 1.1160, 1.1145],
+              knob_values={"NUM_LAYERS": 11, "TRAIN_SEQ_LEN": 2048})
+    plain = export(store_path, tmp_path / "a")
+    assert "curves.svg" not in plain.files and "## Figures" not in (plain.folder / "README.md").read_text()
+    result = export(store_path, tmp_path / "pg", plots=True)
+    assert {"curves.svg", "ablation.svg"} <= set(result.files)
+    readme = (result.folder / "README.md").read_text()
+    assert "![" in readme and "](curves.svg)" in readme and "](ablation.svg)" in readme
+    svg = (result.folder / "curves.svg").read_text()
+    assert svg.lstrip().startswith("<?xml") and "best (3 seeds" in svg  # the legend names the group
+    assert "XSA_LAST_N" in (result.folder / "ablation.svg").read_text()
+    files = dict((r[0], r[1]) for r in table_rows(readme, "Files"))
+    assert files["`curves.svg`"] == f"{len(svg.encode()):,}"

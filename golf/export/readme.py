@@ -194,12 +194,30 @@ def run_section(record: Record) -> list[str]:
     return [*lines, ""]
 
 
+FIGURE_CAPTIONS = {
+    "curves.svg": "validation bpb by step: each seed (thin), their mean ± std (band)",
+    "ablation.svg": "Δ bpb of the one-knob variants below (± the std of the difference)",
+}
+
+
+def figures_section(record: Record) -> list[str]:
+    if not record.plots:
+        return []
+    lines = ["## Figures", ""]
+    for name in record.plots:
+        caption = FIGURE_CAPTIONS.get(name, name)
+        lines += [f"![{caption}]({name})", "", f"*{caption}*", ""]
+    return lines
+
+
 def files_section(record: Record) -> list[str]:
     rows = [["`train_gpt.py`", f"{record.code_bytes:,}",
              f"the trainer, one file (pack={record.pack}); its size is the code bytes"]]
     for seed in record.seeds:
         rows.append([f"`{seed.log_name}`", f"{len(seed.log_text.encode('utf-8', 'surrogateescape')):,}",
                      f"log of seed {seed.seed} (run {seed.run['name']}, id {seed.run['id']})"])
+    rows += [[f"`{name}`", f"{len(text.encode()):,}", FIGURE_CAPTIONS.get(name, "figure")]
+             for name, text in record.plots.items()]
     rows += [["`submission.json`", "", "metadata and per-seed results"],
              ["`requirements.txt`", "", "packages beyond the standard library"], ["`README.md`", "", "this file"]]
     return ["## Files", "", markdown_table(["File", "Bytes", "What"], rows), ""]
@@ -227,6 +245,7 @@ def render_readme(record: Record) -> str:
              f"Score: the final stage ({final_stage or 'varies by seed'}), val_bpb {_stat_text(bpb, 8)}, "
              f"val_loss {_stat_text(loss, 8)} nats. Artifact = compressed model + the shipped train_gpt.py "
              f"({record.code_bytes:,} bytes), per seed.", ""]
+    lines += figures_section(record)
     lines += baseline_section(record)
     if record.ablation_md:
         lines += ["## Ablation", "", "Runs in the same store that differ from this record by one knob "

@@ -67,6 +67,7 @@ class ExportOptions:
     force: bool = False
     day: date | None = None  # default: today
     blurb: str | None = None
+    plots: bool = False  # curves.svg (and ablation.svg) in the folder, linked from the README
 
 
 @dataclass
@@ -118,6 +119,7 @@ class Record:
     redactions: dict[str, list[str]]
     checks: list[C.Check] = field(default_factory=list)
     blurb: str = ""
+    plots: dict[str, str] = field(default_factory=dict)  # file name -> SVG text (--plots)
 
     @property
     def code_bytes(self) -> int:
@@ -358,12 +360,9 @@ def _changes(group: Group, baseline: Baseline | None) -> tuple[list[tuple[str, A
     return rows, "the challenge's defaults (the naive baseline's knobs)"
 
 
-def _ablation(reader: RunReader, group: Group, rule: Rule) -> str | None:
-    """An ablation table from the store's groups that differ from this one by exactly one knob (same trainer code,
-    same dataset), rendered as `golf ablation-table --format md` would; None when there are none."""
-    from golf.analysis.ablation import ablation_rows, display_columns, display_rows
+def _ablation_variants(reader: RunReader, group: Group) -> list[Group]:
+    """The store's groups that differ from this one by exactly one knob (same trainer code, same dataset)."""
     from golf.analysis.compare import differing_params
-    from golf.output import render
 
     code, dataset = group.common("code_hash"), _dataset_of(group)
     rows = reader.query("SELECT DISTINCT group_hash FROM run WHERE status = 'completed' AND code_hash IS ? AND "
@@ -377,11 +376,38 @@ def _ablation(reader: RunReader, group: Group, rule: Rule) -> str | None:
         diffs = differing_params([group, other])
         if len(diffs) == 1:
             variants.append((next(iter(diffs)), other))
+    variants.sort(key=lambda kv: (kv[0], kv[1].label))
+    return [g for _, g in variants[:MAX_ABLATION_ROWS]]
+
+
+def _ablation(reader: RunReader, group: Group, rule: Rule) -> str | None:
+    """An ablation table of the one-knob variants, rendered as `golf ablation-table --format md` would; None when
+    there are none."""
+    from golf.analysis.ablation import ablation_rows, display_columns, display_rows
+    from golf.output import render
+
+    variants = _ablation_variants(reader, group)
     if not variants:
         return None
-    variants.sort(key=lambda kv: (kv[0], kv[1].label))
-    table = ablation_rows(group, [g for _, g in variants[:MAX_ABLATION_ROWS]], rule=rule)
+    table = ablation_rows(group, variants, rule=rule)
     return render(display_rows(table, "md"), display_columns(False, "md"), "md")
+
+
+def _plots(reader: RunReader, group: Group, rule: Rule) -> dict[str, str]:
+    """curves.svg (validation bpb per seed, mean ± std) and, when there are one-knob variants, ablation.svg."""
+    from golf.analysis.ablation import ablation_rows
+    from golf.analysis.figures import ablation_bars, ablation_figure, curve_sets, curves_figure, figure_bytes
+
+    out = {}
+    steps = reader.steps_for(group.run_ids)
+    if any(row.get("val_bpb") is not None for rows in steps.values() for row in rows):
+        out["curves.svg"] = figure_bytes(curves_figure(curve_sets([group], steps)), "svg").decode()
+    variants = _ablation_variants(reader, group)
+    if variants:
+        bars = ablation_bars(ablation_rows(group, variants, rule=rule))
+        out["ablation.svg"] = figure_bytes(ablation_figure(bars, f"one-knob changes against {group.label}"),
+                                           "svg").decode()
+    return out
 
 
 def _dataset_of(group: Group) -> str | None:
@@ -433,6 +459,7 @@ def plan_record(reader: RunReader, ref: str, opts: ExportOptions) -> Record:
         author=opts.author, github_id=opts.github_id, day=day,
         rule=opts.rule, baseline=baseline, delta=delta, changes=changes, changes_against=changes_against,
         ablation_md=_ablation(reader, group, opts.rule), redactions=redactions,
+        plots=_plots(reader, group, opts.rule) if opts.plots else {},
     )
     record.checks = compliance_checks(record)
     record.blurb = opts.blurb or default_blurb(record)
@@ -552,6 +579,7 @@ def render_files(record: Record) -> dict[str, str]:
                         "--blurb and the knobs")
     for seed in record.seeds:
         files[seed.log_name] = seed.log_text
+    files.update(record.plots)  # drawn from the store's numbers and labels only
     return files
 
 

@@ -39,6 +39,9 @@ def export_record(
     blurb: Annotated[Optional[str], typer.Option("--blurb", help="One-paragraph summary (default: generated).")
                      ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing record folder.")] = False,
+    plots: Annotated[bool, typer.Option(
+        "--plots", help="Add curves.svg (validation bpb, seed band) and ablation.svg (one-knob variants in the "
+                        "store) to the folder; the README shows them.")] = False,
     fmt: FormatOption = "table",
     db: DbOption = None,
 ) -> None:
@@ -64,7 +67,8 @@ def export_record(
         raise GolfError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
     options = ExportOptions(out=out, name=name, author=author, github_id=github_id, track=track, pack=pack,
                             against=against, sota_bpb=sota_bpb, sota_std=sota_std, sota_n=sota_n,
-                            rule=Rule(min_delta_nats=min_delta_nats, alpha=alpha), force=force, blurb=blurb)
+                            rule=Rule(min_delta_nats=min_delta_nats, alpha=alpha), force=force, blurb=blurb,
+                            plots=plots)
     result = run_export(ref, options, db)
     if fmt == "json":
         typer.echo(to_json(result.as_dict()))
