@@ -22,7 +22,7 @@ from golf.errors import GolfError
 from golf.trainer.hparams import KNOBS_BY_NAME, Hyperparameters, KnobError, closest_knob, parse_overrides
 
 TOP_LEVEL_KEYS = ("name", "extends", "description", "nproc", "seeds", "data", "env", "trainer", "tags", "labels",
-                  "reported")
+                  "reported", "stall_timeout", "stop_on_divergence")
 DATA_KEYS = ("path", "tokenizer", "variant")
 # Knobs that golf sets itself for every run: a spec cannot pin them.
 RESERVED_KNOBS = {"SEED": "set seeds with `seeds:` or --seed", "RUN_ID": "golf sets RUN_ID to the run's id"}
@@ -67,6 +67,8 @@ class Spec:
     labels: dict[str, str] = field(default_factory=dict)
     reported: dict[str, Any] = field(default_factory=dict)
     run_name: str | None = None  # --name: base of the run names instead of `name`
+    stall_timeout: float | None = None  # stop a run whose log gets no new line for this many seconds
+    stop_on_divergence: bool = False  # stop a run once its loss is NaN/inf (else it is only marked diverged)
 
     @property
     def bundled(self) -> bool:
@@ -97,6 +99,10 @@ class Spec:
             out["labels"] = dict(self.labels)
         if self.reported:
             out["reported"] = dict(self.reported)
+        if self.stall_timeout is not None:
+            out["stall_timeout"] = self.stall_timeout
+        if self.stop_on_divergence:
+            out["stop_on_divergence"] = True
         return out
 
     def to_yaml(self) -> str:
@@ -276,10 +282,25 @@ def _build(raw: dict[str, Any], path: Path | None, origin: Mapping[str, str]) ->
         raise GolfError(f"{at('labels')}: labels: expected a mapping of change -> text, e.g. "
                         "{\"XSA_LAST_N=11\": \"XSA on all layers\"}")
     reported = _check_reported(raw.get("reported") or {}, f"{at('reported')}: reported")
+    stall_timeout = check_stall_timeout(raw.get("stall_timeout"), f"{at('stall_timeout')}: stall_timeout")
+    stop_on_divergence = raw.get("stop_on_divergence", False)
+    if not isinstance(stop_on_divergence, bool):
+        raise GolfError(f"{at('stop_on_divergence')}: stop_on_divergence: expected true or false, "
+                        f"got {_kind(stop_on_divergence)}")
     spec = Spec(name=name, path=path, description=description, nproc=nproc, seeds=seeds, data=data, env=env,
-                trainer=trainer, tags=tags, labels={str(k): str(v) for k, v in labels.items()}, reported=reported)
+                trainer=trainer, tags=tags, labels={str(k): str(v) for k, v in labels.items()}, reported=reported,
+                stall_timeout=stall_timeout, stop_on_divergence=stop_on_divergence)
     _check_resolves(spec, leaf)
     return spec
+
+
+def check_stall_timeout(value: Any, where: str) -> float | None:
+    """Seconds without a new log line before golf stops a run as stalled (None: never)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise GolfError(f"{where}: expected a positive number of seconds (e.g. 600), got {_kind(value)}")
+    return float(value)
 
 
 def _check_nproc(value: Any, where: str) -> int | str:

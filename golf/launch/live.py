@@ -2,11 +2,16 @@
 
 On a terminal the status line (step, loss, ms/step, tokens/s, ETA) stays pinned under the scrolling log;
 anywhere else the log lines are simply echoed, so piping `golf run` to a file gives the plain log.
+Lines are printed by a thread of their own: a terminal that is gone (SIGHUP) or a pipe nobody reads never holds
+up the launcher (lines beyond ECHO_QUEUE_LINES are skipped on screen; train.log has them all).
 """
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import sys
+import threading
 import time
 from typing import Any
 
@@ -18,6 +23,7 @@ from rich.text import Text
 from golf.logparse import ParsedRun
 
 SIZE_CAP = 16_000_000
+ECHO_QUEUE_LINES = 10_000
 STAGE_ROWS = (("pre_quant", "pre-quant (trained weights)"), ("post_quant", "post-quant (artifact roundtrip)"),
               ("sliding", "sliding window"), ("post_ttt", "post-TTT"))
 
@@ -76,18 +82,31 @@ class RunDisplay:
         self.tty = enabled and self.console.is_terminal
         self.parsed = ParsedRun()
         self.started = time.monotonic()
+        self.skipped = 0  # lines not shown because the output could not keep up
+        self.output_error: str | None = None
         self._live: Live | None = None
+        self._queue: queue.Queue[tuple[str, str] | None] = queue.Queue(ECHO_QUEUE_LINES)
+        self._thread: threading.Thread | None = None
 
     def __enter__(self) -> RunDisplay:
         if self.tty:
             self._live = Live(get_renderable=self._status, console=self.console, refresh_per_second=4,
                               transient=True, redirect_stdout=False, redirect_stderr=False)
             self._live.start()
+        if self.enabled:
+            self._thread = threading.Thread(target=self._echo, name="golf-display", daemon=True)
+            self._thread.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        if self._thread is not None:
+            with contextlib.suppress(queue.Full):
+                self._queue.put(None, timeout=1.0)
+            self._thread.join(timeout=2.0)  # a blocked output is left behind, never waited on
+            self._thread = None
         if self._live is not None:
-            self._live.stop()
+            with contextlib.suppress(OSError):
+                self._live.stop()
             self._live = None
 
     def _status(self) -> Text:
@@ -96,17 +115,41 @@ class RunDisplay:
 
     def line(self, text: str, parsed: ParsedRun) -> None:
         self.parsed = parsed
-        if not self.enabled:
-            return
-        if self._live is not None:
-            self._live.console.print(Text(text, style="dim"), soft_wrap=True)
-        else:
-            sys.stdout.write(text + "\n")
-            sys.stdout.flush()
+        self._put("line", text)
 
     def note(self, text: str) -> None:
-        if self.enabled:
-            self.console.print(Text(text, style="yellow"))
+        self._put("note", text)
+
+    def _put(self, kind: str, text: str) -> None:
+        if not self.enabled or self.output_error is not None:
+            return
+        if self._thread is None:  # outside the `with`: print directly
+            self._write(kind, text)
+            return
+        try:
+            self._queue.put_nowait((kind, text))
+        except queue.Full:
+            self.skipped += 1
+
+    def _echo(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self.output_error is None:
+                self._write(*item)
+
+    def _write(self, kind: str, text: str) -> None:
+        try:
+            if kind == "note":
+                self.console.print(Text(text, style="yellow"))
+            elif self._live is not None:
+                self._live.console.print(Text(text, style="dim"), soft_wrap=True)
+            else:
+                sys.stdout.write(text + "\n")
+                sys.stdout.flush()
+        except (OSError, ValueError) as exc:  # the terminal is gone (SIGHUP) or stdout closed: stop printing
+            self.output_error = str(exc)
 
 
 def summary_renderable(run: Any) -> Group:

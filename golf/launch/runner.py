@@ -1,9 +1,11 @@
 """Launch a planned run and record it: row first, then torchrun, its log streamed to disk, parsed, stored.
 
 Guarantees: the run row exists before the trainer starts; every log line is on disk as soon as it is read;
-parsed metrics and step rows reach the store every ~1.5 s and at the end; Ctrl-C / SIGTERM is forwarded to the
-trainer's process group (SIGKILL after a grace period) and the run is recorded as interrupted with everything
-parsed so far.
+parsed metrics and step rows reach the store every ~1.5 s and at the end, through a writer thread that a locked or
+full store only delays (golf.launch.recorder); Ctrl-C, SIGTERM and SIGHUP are forwarded to the trainer's process
+group and golf's death ends the trainer (golf.launch.supervise). What stops a trainer: the user's signal, a rule
+the user set (stall timeout, stop on divergence), or a train.log that cannot be written (the run would go
+unrecorded). The row's status is never left `running` by a run that ended.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import contextlib
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -23,83 +26,111 @@ from golf.errors import GolfError
 from golf.launch.live import RunDisplay
 from golf.launch.plan import RunPlan
 from golf.launch.provenance import collect
+from golf.launch.recorder import Recorder, one_line, store_unavailable
+from golf.launch.supervise import Supervisor, parent_death_signal
 from golf.logparse import LogParser
 from golf.store import Run, Store
-from golf.store.models import now
 
 FLUSH_EVERY_S = 1.5
-KILL_GRACE_S = 15.0
 PIPE_GRACE_S = 5.0  # after torchrun exits, how long to wait for stray writers still holding the pipe
+ORPHAN_GRACE_S = 2.0  # SIGTERM first, SIGKILL this much later, for workers that outlived torchrun
+CREATE_ATTEMPTS = 3  # tries at creating the row before launch (each may wait the store's busy timeout)
+STALLED, DIVERGED, LOG_FAILED = "stalled", "diverged", "log write failed"
 _ARTIFACT = re.compile(r"(final_model\.[\w.+-]+)")
-_EXTRA_METRICS = ("iterations", "peak_mem_reserved_mib", "quant_label", "stop_reason")
-_STEP_COLUMNS = ("train_loss", "val_loss", "val_bpb", "train_time_ms", "step_avg_ms")
 _EOF = object()
 
 
 def signal_exit_code(run: Run) -> int:
-    """The exit code golf should give for a finished run: 0, 130 (SIGINT), 143 (SIGTERM) or 1."""
+    """The exit code golf should give for a finished run: 0, 130 (SIGINT), 143 (SIGTERM), 129 (SIGHUP) or 1."""
     if run.status == "completed":
         return 0
     if run.status == "interrupted":
-        return 143 if run.stop_reason == "SIGTERM" else 130
+        return {"SIGTERM": 143, "SIGHUP": 129}.get(run.stop_reason or "", 130)
     return 1
 
 
-def execute(plan: RunPlan, store: Store, live: bool = True, command: str | None = None) -> Run:
+def execute(plan: RunPlan, store: Store, live: bool = True, command: str | None = None,
+            stall_timeout: float | None = None, stop_on_divergence: bool | None = None) -> Run:
     """Run a plan to its end and return its final row. `command` (default: the torchrun command line) is recorded
-    as the run's command."""
+    as the run's command. `stall_timeout` (seconds without a new log line) and `stop_on_divergence` are the user's
+    rules for stopping a trainer (default: the spec's)."""
+    stall_timeout = plan.spec.stall_timeout if stall_timeout is None else stall_timeout
+    stop_on_divergence = plan.spec.stop_on_divergence if stop_on_divergence is None else stop_on_divergence
     run_dir = plan.run_dir.absolute()
     try:
         run_dir.mkdir(parents=True, exist_ok=False)
     except OSError as exc:
         raise GolfError(f"{run_dir}: cannot create the run folder ({exc.strerror})") from None
     log_path = run_dir / "train.log"
-    _write_atomic(run_dir / "spec.yaml", _run_spec_yaml(plan))
-    run = _create_row(plan, store, run_dir, log_path, command)
-    recorder = _Recorder(store, run.id, plan)
-    display = RunDisplay(f"{run.name}", enabled=live, batch_tokens=_float(plan.knobs.get("TRAIN_BATCH_TOKENS")),
+    try:
+        _write_atomic(run_dir / "spec.yaml", _run_spec_yaml(plan))
+        log = open(log_path, "ab", buffering=0)  # noqa: SIM115 - closed by the `with log` below
+    except OSError as exc:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise GolfError(f"{run_dir}: cannot write the run folder ({exc.strerror}); nothing was started") from None
+    try:
+        row = _create_row(plan, store, run_dir, log_path, command)
+    except BaseException:
+        log.close()
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    display = RunDisplay(f"{row.name}", enabled=live, batch_tokens=_float(plan.knobs.get("TRAIN_BATCH_TOKENS")),
                          wallclock_cap_s=_float(plan.knobs.get("MAX_WALLCLOCK_SECONDS")))
+    recorder = Recorder(store, row, plan.non_record_reason, display.note)
     env = {**os.environ, **plan.env}
-    supervisor = _Supervisor()
+    supervisor = Supervisor()
     supervisor.install()  # before the launch: a Ctrl-C from here on reaches the trainer, however early
     proc: subprocess.Popen[bytes] | None = None
+    pump: _Pump | None = None
     try:
-        with open(log_path, "ab", buffering=0) as log, display:
+        with log, display:
             try:
                 proc = subprocess.Popen(plan.argv, cwd=run_dir, env=env, stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                                        preexec_fn=parent_death_signal())
             except OSError as exc:
                 message = f"golf: cannot start {plan.argv[0]}: {exc.strerror}"
-                log.write((message + "\n").encode())
+                with contextlib.suppress(OSError):
+                    log.write((message + "\n").encode())
                 display.note(message)
                 return recorder.finish(status="failed", exit_code=None, stop_reason=f"launch failed: {exc.strerror}",
-                                       run_dir=run_dir)
+                                       artifact=None, run_dir=run_dir)
             supervisor.attach(proc)
-            _stream(proc, log, recorder, display, supervisor)
+            pump = _Pump(proc, log)
+            _watch(proc, pump, recorder, display, supervisor, stall_timeout, stop_on_divergence)
             exit_code = proc.wait()
     except BaseException:
         supervisor.kill()
         with contextlib.suppress(Exception):  # keep the original error, whatever happens to the store here
             recorder.finish(status="failed", exit_code=proc.poll() if proc else None,
-                            stop_reason="golf crashed while monitoring", run_dir=run_dir)
+                            stop_reason="golf crashed while monitoring", artifact=None, run_dir=run_dir, wait_s=5)
         raise
     finally:
         supervisor.uninstall()
-    return recorder.finish(status=_status(exit_code, recorder.parser, supervisor), exit_code=exit_code,
-                           stop_reason=_stop_reason(exit_code, recorder.parser, supervisor), run_dir=run_dir)
+    return recorder.finish(status=_status(exit_code, recorder.parser, supervisor, pump),
+                           exit_code=exit_code, stop_reason=_stop_reason(exit_code, recorder.parser, supervisor, pump),
+                           artifact=_artifact(run_dir, pump.artifact_named), run_dir=run_dir)
 
 
-def _status(exit_code: int, parser: LogParser, supervisor: _Supervisor) -> str:
+def _status(exit_code: int, parser: LogParser, supervisor: Supervisor, pump: _Pump) -> str:
     if supervisor.signal_name is not None:
         return "interrupted"
+    if supervisor.stopped_by == STALLED:
+        return "stalled"
+    if pump.log_error is not None:
+        return "failed"  # whatever the exit code: the log is incomplete
     if parser.run.diverged:
         return "diverged"
     return "completed" if exit_code == 0 else "failed"
 
 
-def _stop_reason(exit_code: int, parser: LogParser, supervisor: _Supervisor) -> str | None:
+def _stop_reason(exit_code: int, parser: LogParser, supervisor: Supervisor, pump: _Pump) -> str | None:
     if supervisor.signal_name is not None:
         return supervisor.signal_name
+    if supervisor.stopped_by is not None:
+        return supervisor.stop_detail or supervisor.stopped_by
+    if pump.log_error is not None:
+        return f"cannot write train.log ({pump.log_error})"
     if parser.run.stop_reason:
         return parser.run.stop_reason
     if exit_code < 0:
@@ -107,178 +138,79 @@ def _stop_reason(exit_code: int, parser: LogParser, supervisor: _Supervisor) -> 
     return f"exit code {exit_code}" if exit_code else None
 
 
-def _stream(proc: subprocess.Popen[bytes], log: IO[bytes], recorder: _Recorder, display: RunDisplay,
-            supervisor: _Supervisor) -> None:
-    """Read the trainer's output to its end: a thread writes each line to the log at once; this thread parses,
-    displays and flushes to the store."""
-    lines: queue.Queue[Any] = queue.Queue()
-    assert proc.stdout is not None
-    pump = threading.Thread(target=_pump, args=(proc.stdout, log, lines), daemon=True)
-    pump.start()
-    last_flush = time.monotonic()
+def _watch(proc: subprocess.Popen[bytes], pump: _Pump, recorder: Recorder, display: RunDisplay,
+           supervisor: Supervisor, stall_timeout: float | None, stop_on_divergence: bool) -> None:
+    """Follow the trainer's output to its end: the pump thread writes each line to the log at once; this thread
+    parses, displays, applies the user's stop rules and hands what changed to the store writer."""
+    last_flush = last_line = time.monotonic()
     exited_at: float | None = None
+    orphans_termed = False
     while True:
         try:
-            item = lines.get(timeout=0.25)
+            item = pump.lines.get(timeout=0.25)
         except queue.Empty:
             item = None
         if item is _EOF:
             break
         if item is not None:
+            last_line = time.monotonic()
             text = item.decode("utf-8", errors="replace").rstrip("\r\n")
             recorder.feed(text)
             display.line(text, recorder.parser.run)
+        if pump.log_error is not None and not supervisor.stopping:
+            display.note(f"golf: cannot write {pump.log.name} ({pump.log_error}); stopping the trainer")
+            supervisor.stop(LOG_FAILED)
+        if stall_timeout and not supervisor.stopping and time.monotonic() - last_line > stall_timeout:
+            display.note(f"golf: no output for {stall_timeout:g} s (stall timeout); stopping the trainer")
+            supervisor.stop(STALLED, f"no output for {stall_timeout:g} s")
+        if stop_on_divergence and recorder.parser.run.diverged and not supervisor.stopping:
+            display.note("golf: the run diverged (stop_on_divergence); stopping the trainer")
+            supervisor.stop(DIVERGED, "diverged")
         supervisor.tick()
         if time.monotonic() - last_flush >= FLUSH_EVERY_S:
             recorder.flush()
             last_flush = time.monotonic()
         if proc.poll() is not None:
-            # torchrun is gone; orphaned workers may still hold the pipe open: do not wait on them forever
+            # torchrun is gone; a worker it left behind (kill -9 of torchrun) would train on unseen: end it
             exited_at = exited_at or time.monotonic()
+            if not orphans_termed:
+                supervisor.end_orphans(signal.SIGTERM)
+                orphans_termed = True
+            elif time.monotonic() - exited_at > ORPHAN_GRACE_S:
+                supervisor.end_orphans(signal.SIGKILL)
             if item is None and time.monotonic() - exited_at > PIPE_GRACE_S:
                 break
 
 
-def _pump(stream: IO[bytes], log: IO[bytes], lines: queue.Queue[Any]) -> None:
-    try:
-        for raw in iter(stream.readline, b""):
-            log.write(raw)  # unbuffered file: on disk before anything else happens to the line
-            lines.put(raw)
-    except (OSError, ValueError):
-        pass
-    finally:
-        lines.put(_EOF)
+class _Pump:
+    """A thread that drains the trainer's pipe whatever happens: each line goes to the log at once (a log that
+    cannot be written is noted, and the pipe still drained, so the trainer never blocks on it) and to `lines`."""
 
-
-class _Supervisor:
-    """Forwards SIGINT/SIGTERM sent to golf to the trainer's process group; SIGKILLs it (and every descendant)
-    after KILL_GRACE_S, or at once on a second signal."""
-
-    def __init__(self) -> None:
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.signal_name: str | None = None
-        self.deadline: float | None = None
-        self._signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return  # signal handlers can only be set from the main thread; the default behaviour then applies
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._on_signal)
-
-    def uninstall(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
-
-    def attach(self, proc: subprocess.Popen[bytes]) -> None:
-        self.proc = proc
-        if self._signum is not None:  # signalled while the trainer was being started
-            self._send(self._signum)
-
-    def _on_signal(self, signum: int, _frame: Any) -> None:
-        if self.signal_name is None:
-            self.signal_name = signal.Signals(signum).name
-            self._signum = signum
-            self.deadline = time.monotonic() + KILL_GRACE_S
-            self._send(signum)
-        else:
-            self.kill()
-
-    def tick(self) -> None:
-        if self.deadline is not None and time.monotonic() > self.deadline and self.proc is not None \
-                and self.proc.poll() is None:
-            self.kill()
-
-    def _send(self, signum: int) -> None:
-        if self.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signum)
-
-    def kill(self) -> None:
-        """SIGKILL torchrun's group and its workers (torchrun starts each worker in a session of its own)."""
-        self.deadline = None
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        targets = _descendants(self.proc.pid)
-        self._send(signal.SIGKILL)
-        for pid in targets:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-
-
-def _descendants(pid: int) -> list[int]:
-    """Every process below `pid` (Linux /proc; empty elsewhere)."""
-    children: dict[int, list[int]] = {}
-    proc_root = Path("/proc")
-    if not proc_root.is_dir():
-        return []
-    for entry in proc_root.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()  # after "(comm)", which may contain spaces
-        if len(fields) > 1:
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-class _Recorder:
-    """Parses lines and writes what changed to the store."""
-
-    def __init__(self, store: Store, run_id: str, plan: RunPlan) -> None:
-        self.store, self.run_id, self.plan = store, run_id, plan
-        self.parser = LogParser()
+    def __init__(self, proc: subprocess.Popen[bytes], log: IO[bytes]) -> None:
+        assert proc.stdout is not None
+        self.stream, self.log = proc.stdout, log
+        self.lines: queue.Queue[Any] = queue.Queue()
+        self.log_error: str | None = None
         self.artifact_named: str | None = None
-        self._flushed_steps: dict[int, dict[str, float]] = {}
-        self._flushed_fields: dict[str, Any] = {}
+        self.thread = threading.Thread(target=self._run, name="golf-log-pump", daemon=True)
+        self.thread.start()
 
-    def feed(self, line: str) -> None:
-        self.parser.feed(line)
-        match = _ARTIFACT.search(line)
-        if match:
-            self.artifact_named = match.group(1)
-
-    def fields(self) -> dict[str, Any]:
-        parsed = self.parser.run
-        out = dict(parsed.metrics())
-        for name in _EXTRA_METRICS:
-            out[name] = getattr(parsed, name)
-        out["bytes_breakdown"] = parsed.bytes_breakdown
-        out["non_record_reason"] = parsed.non_record_reason or self.plan.non_record_reason
-        out["malformed_lines"] = parsed.malformed
-        return out
-
-    def flush(self) -> None:
-        fields = {k: v for k, v in self.fields().items() if self._flushed_fields.get(k, _EOF) != v}
-        if fields:
-            self.store.update_run(self.run_id, **fields)
-            self._flushed_fields.update(fields)
-        changed = {step: dict(row) for step, row in self.parser.run.curve.items()
-                   if self._flushed_steps.get(step) != row and any(c in row for c in _STEP_COLUMNS)}
-        if changed:
-            self.store.upsert_steps(self.run_id, changed)
-            self._flushed_steps.update(changed)
-
-    def finish(self, status: str, exit_code: int | None, stop_reason: str | None, run_dir: Path) -> Run:
-        self.flush()
-        self.store.update_run(self.run_id, status=status, exit_code=exit_code, ended_at=now(),
-                              stop_reason=stop_reason, artifact_path=_artifact(run_dir, self.artifact_named))
-        run = self.store.get(self.run_id)
-        assert run is not None
-        return run
+    def _run(self) -> None:
+        try:
+            for raw in iter(self.stream.readline, b""):
+                if self.log_error is None:
+                    try:
+                        self.log.write(raw)  # unbuffered file: on disk before anything else happens to the line
+                    except (OSError, ValueError) as exc:
+                        self.log_error = getattr(exc, "strerror", None) or str(exc)
+                match = _ARTIFACT.search(raw.decode("utf-8", errors="replace"))
+                if match:
+                    self.artifact_named = match.group(1)
+                self.lines.put(raw)
+        except (OSError, ValueError):
+            pass
+        finally:
+            self.lines.put(_EOF)
 
 
 def _artifact(run_dir: Path, named: str | None) -> str | None:
@@ -307,6 +239,7 @@ def _create_row(plan: RunPlan, store: Store, run_dir: Path, log_path: Path, comm
         reported_bpb=float(reported) if isinstance(reported, (int, float)) else None,
         non_record_reason=plan.non_record_reason, **provenance.as_fields(),
     )
+    unavailable = 0
     for attempt in range(20):
         try:
             return store.create_run(Run(**fields))
@@ -315,6 +248,15 @@ def _create_row(plan: RunPlan, store: Store, run_dir: Path, log_path: Path, comm
             if attempt == 19:
                 raise
             fields["name"] = store.unique_name(plan.name)
+        except Exception as exc:
+            # nothing runs yet: a store that stays unavailable refuses the launch (after a few tries)
+            if not store_unavailable(exc):
+                raise
+            unavailable += 1
+            if unavailable >= CREATE_ATTEMPTS:
+                raise GolfError(f"{store.path}: cannot record the run ({one_line(exc)}); nothing was started") \
+                    from None
+            time.sleep(1.0)
     raise AssertionError("unreachable")
 
 

@@ -31,10 +31,18 @@ def run(
     node_rank: Annotated[int, typer.Option("--node-rank", help="This node's rank.")] = 0,
     rdzv_endpoint: Annotated[Optional[str], typer.Option("--rdzv-endpoint", metavar="HOST:PORT",
                                                          help="Rendezvous endpoint (multi-node).")] = None,
+    stall_timeout: Annotated[Optional[float], typer.Option(
+        "--stall-timeout", metavar="SECONDS",
+        help="Stop a run whose log gets no new line for this long, as `stalled` (default: the spec's "
+             "stall_timeout, else never).")] = None,
+    stop_on_divergence: Annotated[Optional[bool], typer.Option(
+        "--stop-on-divergence/--no-stop-on-divergence",
+        help="Stop a run once its loss is NaN/inf (default: the spec's stop_on_divergence; a diverged run is "
+             "marked `diverged` either way).", show_default=False)] = None,
 ) -> None:
     """Run a spec: one torchrun job per seed, streamed live, parsed and recorded in the run store.
 
-    Example: golf run specs/smoke.yaml --set ITERATIONS=50 --seed 1 --seed 2
+    Example: golf run specs/smoke.yaml --set ITERATIONS=50 --seed 1 --seed 2 --stall-timeout 600
 
     Several overrides may follow one --set: `--set NUM_LAYERS=2 MODEL_DIM=64 ITERATIONS=5`.
     """
@@ -43,10 +51,12 @@ def run(
 
     from golf.launch import execute, plan_runs, signal_exit_code
     from golf.launch.live import print_summary
-    from golf.spec import apply_overrides, load_spec, parse_sets
+    from golf.spec import apply_overrides, check_stall_timeout, load_spec, parse_sets
     from golf.store import Store, resolve_db_path
 
     loaded = load_spec(spec)
+    if stall_timeout is not None:
+        stall_timeout = check_stall_timeout(stall_timeout, f"--stall-timeout {stall_timeout:g}")
     sets = parse_sets([*(set_ or []), *extra_sets(ctx.args, "run", "one SPEC")])
     loaded = apply_overrides(loaded, seeds=seed, sets=sets, data=data, nproc=nproc, name=name, tags=tag)
     if dry_run:
@@ -64,7 +74,8 @@ def run(
         typer.echo(f"golf: note: {note}", err=True)
     exit_code = 0
     for plan in plans:
-        finished = execute(plan, store, live=True, command=command)
+        finished = execute(plan, store, live=True, command=command, stall_timeout=stall_timeout,
+                           stop_on_divergence=stop_on_divergence)
         print_summary(finished)
         if finished.status == "interrupted":
             exit_code = signal_exit_code(finished)
