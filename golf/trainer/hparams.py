@@ -80,6 +80,7 @@ class Knob:
     minimum: float | None = None
     maximum: float | None = None
     off: Any = None  # the value that `KNOB=off` means, for knobs whose off state is not False/0
+    aliases: tuple[str, ...] = ()  # other env-var names read as this knob (e.g. a community trainer's spelling)
 
     @property
     def attr(self) -> str:
@@ -136,202 +137,153 @@ def _to_text(raw: Any) -> str:
     return str(raw)
 
 
-def _k(name: str, kind: str, default: Any, help: str, group: str, **kw: Any) -> Knob:
-    return Knob(name=name, kind=kind, default=default, help=help, group=group, **kw)
+def knob(default: Any, help: str, group: str, *, choices: tuple[str, ...] | None = None,
+         minimum: float | None = None, maximum: float | None = None, off: Any = None,
+         aliases: tuple[str, ...] = ()) -> Any:
+    """A Hyperparameters field that is a knob: its default and the metadata that `KNOBS` is built from.
+    The knob's name is the field's in upper case; its kind comes from the field's type."""
+    meta = {"help": help, "group": group, "choices": choices, "minimum": minimum, "maximum": maximum, "off": off,
+            "aliases": aliases}
+    return dataclasses.field(default=default, metadata=meta)
 
 
-# Defaults are the challenge's naive baseline (root train_gpt.py); techniques default to off.
-KNOBS: tuple[Knob, ...] = (
+@dataclass(frozen=True)
+class Hyperparameters:
+    """Every knob of the trainer, resolved once: one typed field per knob, named as the knob in lower case.
+
+    Defaults are the challenge's naive baseline (root train_gpt.py); techniques default to off.
+    """
+
     # -- run and data
-    _k("DATA_PATH", "str", "./data/datasets/fineweb10B_sp1024", "folder of fineweb_{train,val}_*.bin shards", "data"),
-    _k("TOKENIZER_PATH", "str", "./data/tokenizers/fineweb_1024_bpe.model", "SentencePiece .model file", "data"),
-    _k("VOCAB_SIZE", "int", 1024, "vocabulary size (must match the tokenizer)", "data", minimum=2, maximum=65536),
-    _k("SEED", "int", 1337, "random seed", "run"),
-    _k("RUN_ID", "str", "", "run identifier (default: a fresh uuid)", "run"),
-    _k("ITERATIONS", "int", 20000, "training steps (a ceiling when the wallclock cap is on)", "schedule", minimum=0),
-    _k("WARMUP_STEPS", "int", 20, "compile warm-up steps, rolled back before training", "schedule", minimum=0),
-    _k("WARMDOWN_ITERS", "int", 1200, "linear LR warmdown length in steps", "schedule", minimum=0),
-    _k("WARMDOWN_FRAC", "float", 0.0, "warmdown as a fraction of training (overrides WARMDOWN_ITERS when > 0)",
-       "schedule", minimum=0.0, maximum=1.0),
-    _k("MIN_LR", "float", 0.0, "floor of the LR multiplier at the end of warmdown", "schedule", minimum=0.0,
-       maximum=1.0),
-    _k("TRAIN_BATCH_TOKENS", "int", 524288, "global tokens per optimizer step", "schedule", minimum=1),
-    _k("TRAIN_SEQ_LEN", "int", 1024, "training sequence length", "schedule", minimum=2),
-    _k("GRAD_ACCUM_STEPS", "int", 0, "micro-steps per step (0: 8 // world size, as the challenge)", "schedule",
-       minimum=0),
-    _k("VAL_LOSS_EVERY", "int", 1000, "validate every N steps (0: only at the end)", "schedule", minimum=0),
-    _k("TRAIN_LOG_EVERY", "int", 200, "log the train loss every N steps", "schedule", minimum=0),
-    _k("VAL_BATCH_SIZE", "int", 524288, "validation tokens per batch (global)", "eval", minimum=1),
-    _k("MAX_WALLCLOCK_SECONDS", "float", 600.0, "training time cap in seconds (0: none)", "schedule", minimum=0.0),
-    _k("COMPILE", "bool", True, "torch.compile the model on CUDA", "run"),
-    _k("ATTN_BACKEND", "str", "auto", "attention kernels: sdpa, fa4 (flash-attn-4), or auto: fa4 on Hopper/Blackwell "
-       "with flash-attn-4 installed and >= 65,536 tokens per micro-step, else sdpa", "run",
-       choices=("auto", "sdpa", "fa4")),
+    data_path: str = knob("./data/datasets/fineweb10B_sp1024", "folder of fineweb_{train,val}_*.bin shards", "data")
+    tokenizer_path: str = knob("./data/tokenizers/fineweb_1024_bpe.model", "SentencePiece .model file", "data")
+    vocab_size: int = knob(1024, "vocabulary size (must match the tokenizer)", "data", minimum=2, maximum=65536)
+    seed: int = knob(1337, "random seed", "run")
+    run_id: str = knob("", "run identifier (default: a fresh uuid)", "run")
+    iterations: int = knob(20000, "training steps (a ceiling when the wallclock cap is on)", "schedule", minimum=0)
+    warmup_steps: int = knob(20, "compile warm-up steps, rolled back before training", "schedule", minimum=0)
+    warmdown_iters: int = knob(1200, "linear LR warmdown length in steps", "schedule", minimum=0)
+    warmdown_frac: float = knob(0.0, "warmdown as a fraction of training (overrides WARMDOWN_ITERS when > 0)",
+        "schedule", minimum=0.0, maximum=1.0)
+    min_lr: float = knob(0.0, "floor of the LR multiplier at the end of warmdown", "schedule", minimum=0.0, maximum=1.0)
+    train_batch_tokens: int = knob(524288, "global tokens per optimizer step", "schedule", minimum=1)
+    train_seq_len: int = knob(1024, "training sequence length", "schedule", minimum=2)
+    grad_accum_steps: int = knob(0, "micro-steps per step (0: 8 // world size, as the challenge)", "schedule",
+        minimum=0)
+    val_loss_every: int = knob(1000, "validate every N steps (0: only at the end)", "schedule", minimum=0)
+    train_log_every: int = knob(200, "log the train loss every N steps", "schedule", minimum=0)
+    val_batch_size: int = knob(524288, "validation tokens per batch (global)", "eval", minimum=1)
+    max_wallclock_seconds: float = knob(600.0, "training time cap in seconds (0: none)", "schedule", minimum=0.0)
+    compile: bool = knob(True, "torch.compile the model on CUDA", "run")
+    attn_backend: str = knob("auto", "attention kernels: sdpa, fa4 (flash-attn-4), or auto: fa4 on Hopper/Blackwell "
+                             "with flash-attn-4 installed and >= 65,536 tokens per micro-step, else sdpa", "run",
+                             choices=("auto", "sdpa", "fa4"))
     # -- model shape
-    _k("NUM_LAYERS", "int", 9, "transformer layers", "model", minimum=1),
-    _k("MODEL_DIM", "int", 512, "model width", "model", minimum=8),
-    _k("NUM_HEADS", "int", 8, "query heads", "model", minimum=1),
-    _k("NUM_KV_HEADS", "int", 4, "key/value heads (GQA)", "model", minimum=1),
-    _k("MLP_MULT", "float", 2.0, "MLP hidden width as a multiple of MODEL_DIM", "model", minimum=0.25),
-    _k("TIE_EMBEDDINGS", "bool", True, "share the input embedding and the output head", "model"),
-    _k("TIED_EMBED_INIT_STD", "float", 0.005, "init std of the tied embedding", "model", minimum=0.0),
-    _k("ROPE_BASE", "float", 10000.0, "RoPE base", "model", minimum=1.0),
-    _k("LOGIT_SOFTCAP", "float", 30.0, "tanh softcap of the logits", "model", minimum=1e-3),
-    _k("QK_GAIN_INIT", "float", 1.5, "initial per-head query gain", "model"),
+    num_layers: int = knob(9, "transformer layers", "model", minimum=1)
+    model_dim: int = knob(512, "model width", "model", minimum=8)
+    num_heads: int = knob(8, "query heads", "model", minimum=1)
+    num_kv_heads: int = knob(4, "key/value heads (GQA)", "model", minimum=1)
+    mlp_mult: float = knob(2.0, "MLP hidden width as a multiple of MODEL_DIM", "model", minimum=0.25)
+    tie_embeddings: bool = knob(True, "share the input embedding and the output head", "model")
+    tied_embed_init_std: float = knob(0.005, "init std of the tied embedding", "model", minimum=0.0)
+    rope_base: float = knob(10000.0, "RoPE base", "model", minimum=1.0)
+    logit_softcap: float = knob(30.0, "tanh softcap of the logits", "model", minimum=1e-3)
+    qk_gain_init: float = knob(1.5, "initial per-head query gain", "model")
     # -- architecture techniques
-    _k("XSA_LAST_N", "int", 0, "exclusive self-attention on the last N layers", "technique", minimum=0, off=0),
-    _k("VALUE_RESIDUAL", "bool", False, "mix every layer's values with the first layer's (learned lambdas)",
-       "technique"),
-    _k("VE_ENABLED", "bool", False, "shared value embedding added to V on VE_LAYERS", "technique"),
-    _k("VE_DIM", "int", 128, "value-embedding width", "technique", minimum=1),
-    _k("VE_LAYERS", "ints", (9, 10), "layers that receive the value embedding", "technique"),
-    _k("BIGRAM_VOCAB_SIZE", "int", 0, "hashed bigram embedding buckets (0: off)", "technique", minimum=0, off=0),
-    _k("BIGRAM_DIM", "int", 128, "hashed bigram embedding width", "technique", minimum=1),
-    _k("TRIGRAM", "bool", False, "also add the trigram hash into the bigram table", "technique"),
-    _k("SMEAR_GATE", "bool", False, "blend each position with the previous one (not across BOS)", "technique"),
-    _k("ROPE_DIMS", "int", 0, "rotate only the first N dims of each head (0: all)", "technique", minimum=0, off=0),
-    _k("LN_SCALE", "bool", False, "scale each block's pre-norm output by 1/sqrt(layer+1)", "technique"),
-    _k("NEGATIVE_SLOPE", "float", 0.0, "MLP activation LeakyReLU(slope)^2 (0: ReLU^2)", "technique", minimum=0.0,
-       off=0.0),
-    _k("GATED_ATTENTION", "bool", False, "per-head sigmoid gate on the attention output", "technique"),
-    _k("RECUR_LAYERS", "ints", (), "layers repeated once more (depth recurrence), e.g. 3,4,5", "technique", off=()),
-    _k("RECUR_START_STEP", "int", 0, "switch recurrence on at this step", "technique", minimum=0),
-    _k("RECUR_START_FRAC", "float", 0.0, "switch recurrence on at this fraction of training", "technique",
-       minimum=0.0, maximum=1.0),
-    _k("PARALLEL_RESIDUAL", "bool", False, "attention and MLP read the same input from PARALLEL_START_LAYER",
-       "technique"),
-    _k("PARALLEL_START_LAYER", "int", 0, "first layer with parallel residuals", "technique", minimum=0),
-    _k("ORTHO_INIT", "bool", False, "orthogonal init of block matrices", "technique"),
+    xsa_last_n: int = knob(0, "exclusive self-attention on the last N layers", "technique", minimum=0, off=0)
+    value_residual: bool = knob(False, "mix every layer's values with the first layer's (learned lambdas)", "technique")
+    ve_enabled: bool = knob(False, "shared value embedding added to V on VE_LAYERS", "technique")
+    ve_dim: int = knob(128, "value-embedding width", "technique", minimum=1)
+    ve_layers: tuple[int, ...] = knob((9, 10), "layers that receive the value embedding", "technique")
+    bigram_vocab_size: int = knob(0, "hashed bigram embedding buckets (0: off)", "technique", minimum=0, off=0)
+    bigram_dim: int = knob(128, "hashed bigram embedding width", "technique", minimum=1)
+    trigram: bool = knob(False, "also add the trigram hash into the bigram table", "technique")
+    smear_gate: bool = knob(False, "blend each position with the previous one (not across BOS)", "technique")
+    rope_dims: int = knob(0, "rotate only the first N dims of each head (0: all)", "technique", minimum=0, off=0)
+    ln_scale: bool = knob(False, "scale each block's pre-norm output by 1/sqrt(layer+1)", "technique")
+    negative_slope: float = knob(0.0, "MLP activation LeakyReLU(slope)^2 (0: ReLU^2)", "technique", minimum=0.0,
+        off=0.0)
+    gated_attention: bool = knob(False, "per-head sigmoid gate on the attention output", "technique")
+    recur_layers: tuple[int, ...] = knob((), "layers repeated once more (depth recurrence), e.g. 3,4,5", "technique",
+        off=())
+    recur_start_step: int = knob(0, "switch recurrence on at this step", "technique", minimum=0)
+    recur_start_frac: float = knob(0.0, "switch recurrence on at this fraction of training", "technique", minimum=0.0,
+        maximum=1.0)
+    parallel_residual: bool = knob(False, "attention and MLP read the same input from PARALLEL_START_LAYER",
+        "technique")
+    parallel_start_layer: int = knob(0, "first layer with parallel residuals", "technique", minimum=0)
+    ortho_init: bool = knob(False, "orthogonal init of block matrices", "technique")
     # -- optimizer
-    _k("EMBED_LR", "float", 0.6, "Adam LR of the untied input embedding", "optim", minimum=0.0),
-    _k("HEAD_LR", "float", 0.008, "Adam LR of the untied output head", "optim", minimum=0.0),
-    _k("TIED_EMBED_LR", "float", 0.05, "Adam LR of the tied embedding", "optim", minimum=0.0),
-    _k("MATRIX_LR", "float", 0.04, "Muon LR of block matrices", "optim", minimum=0.0),
-    _k("SCALAR_LR", "float", 0.04, "Adam LR of vectors and scalars", "optim", minimum=0.0),
-    _k("MUON_MOMENTUM", "float", 0.95, "Muon Nesterov momentum", "optim", minimum=0.0, maximum=1.0),
-    _k("MUON_MOMENTUM_WARMUP_START", "float", 0.85, "Muon momentum at step 0", "optim", minimum=0.0, maximum=1.0),
-    _k("MUON_MOMENTUM_WARMUP_STEPS", "int", 500, "steps to warm the Muon momentum up", "optim", minimum=0),
-    _k("MUON_BACKEND_STEPS", "int", 5, "Newton-Schulz iterations", "optim", minimum=1),
-    _k("MUON_WD", "float", 0.0, "decoupled weight decay of Muon matrices", "optim", minimum=0.0),
-    _k("MUON_ROW_NORMALIZE", "bool", False, "MuonEq-R: row-normalise the update before Newton-Schulz", "optim"),
-    _k("BETA1", "float", 0.9, "Adam beta1", "optim", minimum=0.0, maximum=1.0),
-    _k("BETA2", "float", 0.95, "Adam beta2", "optim", minimum=0.0, maximum=1.0),
-    _k("ADAM_EPS", "float", 1e-8, "Adam epsilon", "optim", minimum=0.0),
-    _k("ADAM_WD", "float", 0.0, "AdamW weight decay of scalars (and embeddings unless EMBED_WD)", "optim",
-       minimum=0.0),
-    _k("EMBED_WD", "float", -1.0, "AdamW weight decay of embeddings (-1: ADAM_WD)", "optim", minimum=-1.0),
-    _k("GRAD_CLIP_NORM", "float", 0.0, "global gradient-norm clip (0: off)", "optim", minimum=0.0),
+    embed_lr: float = knob(0.6, "Adam LR of the untied input embedding", "optim", minimum=0.0)
+    head_lr: float = knob(0.008, "Adam LR of the untied output head", "optim", minimum=0.0)
+    tied_embed_lr: float = knob(0.05, "Adam LR of the tied embedding", "optim", minimum=0.0)
+    matrix_lr: float = knob(0.04, "Muon LR of block matrices", "optim", minimum=0.0)
+    scalar_lr: float = knob(0.04, "Adam LR of vectors and scalars", "optim", minimum=0.0)
+    muon_momentum: float = knob(0.95, "Muon Nesterov momentum", "optim", minimum=0.0, maximum=1.0)
+    muon_momentum_warmup_start: float = knob(0.85, "Muon momentum at step 0", "optim", minimum=0.0, maximum=1.0)
+    muon_momentum_warmup_steps: int = knob(500, "steps to warm the Muon momentum up", "optim", minimum=0)
+    muon_backend_steps: int = knob(5, "Newton-Schulz iterations", "optim", minimum=1)
+    muon_wd: float = knob(0.0, "decoupled weight decay of Muon matrices", "optim", minimum=0.0)
+    muon_row_normalize: bool = knob(False, "MuonEq-R: row-normalise the update before Newton-Schulz", "optim")
+    beta1: float = knob(0.9, "Adam beta1", "optim", minimum=0.0, maximum=1.0)
+    beta2: float = knob(0.95, "Adam beta2", "optim", minimum=0.0, maximum=1.0)
+    adam_eps: float = knob(1e-8, "Adam epsilon", "optim", minimum=0.0)
+    adam_wd: float = knob(0.0, "AdamW weight decay of scalars (and embeddings unless EMBED_WD)", "optim", minimum=0.0)
+    embed_wd: float = knob(-1.0, "AdamW weight decay of embeddings (-1: ADAM_WD)", "optim", minimum=-1.0)
+    grad_clip_norm: float = knob(0.0, "global gradient-norm clip (0: off)", "optim", minimum=0.0)
     # -- weight averaging and QAT
-    _k("EMA_ENABLED", "bool", False, "export an exponential moving average of the weights", "averaging"),
-    _k("EMA_DECAY", "float", 0.997, "EMA decay per step", "averaging", minimum=0.0, maximum=1.0),
-    _k("SWA_ENABLED", "bool", False, "export the average of snapshots taken late in training", "averaging"),
-    _k("SWA_EVERY", "int", 50, "steps between SWA snapshots", "averaging", minimum=1),
-    _k("SWA_START_FRAC", "float", 0.2, "take SWA snapshots once the LR multiplier is below this", "averaging",
-       minimum=0.0, maximum=1.0),
-    _k("QAT_ENABLED", "bool", False, "straight-through fake quantization in every linear, whole run", "quant"),
-    _k("LATE_QAT_THRESHOLD", "float", 0.0, "switch QAT on once the LR multiplier falls below this (0: off)",
-       "quant", minimum=0.0, maximum=1.0, off=0.0),
+    ema_enabled: bool = knob(False, "export an exponential moving average of the weights", "averaging")
+    ema_decay: float = knob(0.997, "EMA decay per step", "averaging", minimum=0.0, maximum=1.0)
+    swa_enabled: bool = knob(False, "export the average of snapshots taken late in training", "averaging")
+    swa_every: int = knob(50, "steps between SWA snapshots", "averaging", minimum=1)
+    swa_start_frac: float = knob(0.2, "take SWA snapshots once the LR multiplier is below this", "averaging",
+        minimum=0.0, maximum=1.0)
+    qat_enabled: bool = knob(False, "straight-through fake quantization in every linear, whole run", "quant")
+    late_qat_threshold: float = knob(0.0, "switch QAT on once the LR multiplier falls below this (0: off)", "quant",
+        minimum=0.0, maximum=1.0, off=0.0)
     # -- artifact
-    _k("MATRIX_BITS", "int", 8, "bits of block matrices", "quant", minimum=2, maximum=8),
-    _k("MLP_BITS", "int", 0, "bits of MLP matrices (0: MATRIX_BITS)", "quant", minimum=0, maximum=8),
-    _k("ATTN_BITS", "int", 0, "bits of attention matrices (0: MATRIX_BITS)", "quant", minimum=0, maximum=8),
-    _k("EMBED_BITS", "int", 8, "bits of embedding tables (16: keep fp16)", "quant", choices=None, minimum=2,
-       maximum=16),
-    _k("CLIP_SEARCH", "bool", False, "GPTQ-lite: per-row clip percentile search", "quant"),
-    _k("USE_GPTQ", "bool", False, "full-Hessian GPTQ with training-data calibration", "quant"),
-    _k("GPTQ_CALIBRATION_BATCHES", "int", 64, "calibration sequences batches for GPTQ", "quant", minimum=1),
-    _k("GPTQ_RESERVE_SECONDS", "float", 0.0, "seconds of the wallclock cap reserved for GPTQ calibration", "quant",
-       minimum=0.0),
-    _k("GPTQ_BLOCK_SIZE", "int", 128, "GPTQ column block size", "quant", minimum=1),
-    _k("GPTQ_DAMP", "float", 0.01, "GPTQ damping as a fraction of mean(diag H)", "quant", minimum=0.0),
-    _k("PRUNE_RATIO", "float", 0.0, "zero this fraction of smallest-magnitude weights before quantizing", "quant",
-       minimum=0.0, maximum=0.99),
-    _k("COMPRESSOR", "str", "zlib", "artifact compressor", "quant", choices=("zlib", "zstd", "lzma", "brotli")),
-    _k("COMPRESS_LEVEL", "int", 0, "compressor level (0: the strongest: zlib 9, zstd 22, lzma 9, brotli 11)",
-       "quant", minimum=0, maximum=22),
-    _k("BYTE_SHUFFLE", "bool", False, "byte-shuffle tensors before compressing", "quant"),
-    _k("CODE_PACK", "str", "none", "how the shipped train_gpt.py is packed (counts toward code bytes)", "quant",
-       choices=("none", "lzma", "brotli")),
+    matrix_bits: int = knob(8, "bits of block matrices", "quant", minimum=2, maximum=8)
+    mlp_bits: int = knob(0, "bits of MLP matrices (0: MATRIX_BITS)", "quant", minimum=0, maximum=8)
+    attn_bits: int = knob(0, "bits of attention matrices (0: MATRIX_BITS)", "quant", minimum=0, maximum=8)
+    embed_bits: int = knob(8, "bits of embedding tables (16: keep fp16)", "quant", minimum=2, maximum=16)
+    clip_search: bool = knob(False, "GPTQ-lite: per-row clip percentile search", "quant")
+    use_gptq: bool = knob(False, "full-Hessian GPTQ with training-data calibration", "quant")
+    gptq_calibration_batches: int = knob(64, "calibration sequences batches for GPTQ", "quant", minimum=1)
+    gptq_reserve_seconds: float = knob(0.0, "seconds of the wallclock cap reserved for GPTQ calibration", "quant",
+        minimum=0.0)
+    gptq_block_size: int = knob(128, "GPTQ column block size", "quant", minimum=1)
+    gptq_damp: float = knob(0.01, "GPTQ damping as a fraction of mean(diag H)", "quant", minimum=0.0)
+    prune_ratio: float = knob(0.0, "zero this fraction of smallest-magnitude weights before quantizing", "quant",
+        minimum=0.0, maximum=0.99)
+    compressor: str = knob("zlib", "artifact compressor", "quant", choices=("zlib", "zstd", "lzma", "brotli"))
+    compress_level: int = knob(0, "compressor level (0: the strongest: zlib 9, zstd 22, lzma 9, brotli 11)", "quant",
+        minimum=0, maximum=22)
+    byte_shuffle: bool = knob(False, "byte-shuffle tensors before compressing", "quant")
+    code_pack: str = knob("none", "how the shipped train_gpt.py is packed (counts toward code bytes)", "quant",
+        choices=("none", "lzma", "brotli"))
     # -- evaluation
-    _k("EVAL_SEQ_LEN", "int", 0, "evaluation window length (0: TRAIN_SEQ_LEN)", "eval", minimum=0),
-    _k("EVAL_STRIDE", "int", 0, "sliding-window stride (0: no sliding-window stage)", "eval", minimum=0, off=0),
-    _k("EVAL_BATCH_SEQS", "int", 32, "windows per forward in sliding/TTT evaluation", "eval", minimum=1),
+    eval_seq_len: int = knob(0, "evaluation window length (0: TRAIN_SEQ_LEN)", "eval", minimum=0)
+    eval_stride: int = knob(0, "sliding-window stride (0: no sliding-window stage)", "eval", minimum=0, off=0)
+    eval_batch_seqs: int = knob(32, "windows per forward in sliding/TTT evaluation", "eval", minimum=1)
     # -- test-time training
-    _k("TTT_ENABLED", "bool", False, "test-time training stage", "ttt"),
-    _k("TTT_MODE", "str", "score_first", "score_first (legal) or adapt_first (non-record)", "ttt",
-       choices=("score_first", "adapt_first")),
-    _k("TTT_PRE_QUANT", "bool", False, "AdamW on validation tokens before quantization (non-record)", "ttt"),
-    _k("TTT_CHUNK_TOKENS", "int", 32768, "validation tokens per TTT chunk", "ttt", minimum=1),
-    _k("TTT_EPOCHS", "int", 3, "passes over each chunk", "ttt", minimum=0),
-    _k("TTT_LR", "float", 0.002, "TTT learning rate", "ttt", minimum=0.0),
-    _k("TTT_OPTIMIZER", "str", "sgd", "TTT optimizer", "ttt", choices=("sgd", "adamw")),
-    _k("TTT_MOMENTUM", "float", 0.9, "SGD momentum (AdamW beta1)", "ttt", minimum=0.0, maximum=1.0),
-    _k("TTT_WEIGHT_DECAY", "float", 0.0, "TTT weight decay", "ttt", minimum=0.0),
-    _k("TTT_BATCH_SEQS", "int", 32, "sequences per TTT step (global)", "ttt", minimum=1),
-    _k("TTT_SEQ_LEN", "int", 0, "TTT training sequence length (0: EVAL_SEQ_LEN)", "ttt", minimum=0),
-    _k("TTT_GRAD_CLIP", "float", 1.0, "TTT gradient-norm clip (0: off)", "ttt", minimum=0.0),
-    _k("TTT_FREEZE_BLOCKS", "int", 0, "freeze the first N blocks during TTT", "ttt", minimum=0),
-    _k("TTT_SCHEDULE", "str", "cosine_chunks", "TTT LR schedule", "ttt",
-       choices=("cosine_chunks", "cosine_steps", "constant")),
-    _k("TTT_LR_OUT_MULT", "float", 1.0, "TTT LR multiplier of output projections", "ttt", minimum=0.0),
-    _k("TTT_LR_IN_MULT", "float", 1.0, "TTT LR multiplier of input projections", "ttt", minimum=0.0),
-)
-
-KNOBS_BY_NAME: dict[str, Knob] = {k.name: k for k in KNOBS}
-# The strongest level of each COMPRESSOR: what COMPRESS_LEVEL=0 means, and the highest level it accepts.
-STRONGEST_COMPRESS_LEVEL = {"zlib": 9, "zstd": 22, "lzma": 9, "brotli": 11}
-
-# Families of env-var names the trainer owns: an unknown name in one of them is almost surely a typo
-# of a knob (XSA_LAST, TTT_EPOCH, ...) and is rejected rather than silently ignored.
-_KNOB_PREFIXES = frozenset(name.split("_")[0] + "_" for name in KNOBS_BY_NAME if "_" in name) - {
-    # too generic to claim: shells and other tools use these for their own variables
-    "RUN_", "MAX_", "MIN_", "NUM_", "USE_", "CODE_", "BYTE_", "HEAD_",
-}
-# Env vars that launchers, runtimes and the challenge's tooling set: never knobs.
-_FOREIGN = re.compile(
-    r"^(CUDA|NCCL|TORCH|TORCHELASTIC|TORCHINDUCTOR|TRITON|PYTORCH|OMP|MKL|KMP|PYTHON|LOCAL|GROUP|ROLE|MASTER|"
-    r"WORLD|RANK|GOLF|HF|HUGGINGFACE|MATCHED|NVIDIA|LD|XDG|LC|SSH|TERM|CONDA|VIRTUAL|PIP|UV|GIT|DISPLAY|"
-    r"NVSHMEM|CUBLAS|CUDNN|TF|OPENBLAS|NUMEXPR|WANDB|TMP|TEMP|HOME|PATH|USER|SHELL|PWD|LANG|HOSTNAME|CI|GITHUB)"
-    r"(_|$)"
-)
-
-
-def closest_knob(name: str) -> str | None:
-    """The registered knob closest to `name`, if any is close enough to be a likely typo."""
-    upper = name.upper()
-    match = difflib.get_close_matches(upper, KNOBS_BY_NAME.keys(), n=1, cutoff=0.75)
-    if match:
-        return match[0]
-    prefixed = [k for k in KNOBS_BY_NAME if k.startswith(upper) or upper.startswith(k)]
-    if prefixed:
-        return min(prefixed, key=lambda k: abs(len(k) - len(upper)))
-    family = [k for k in KNOBS_BY_NAME if k.split("_")[0] == upper.split("_")[0]]
-    match = difflib.get_close_matches(upper, family, n=1, cutoff=0.0)
-    return match[0] if match else None
-
-
-def unknown_knob_message(name: str, where: str = "") -> str:
-    guess = closest_knob(name)
-    hint = f"; did you mean {guess}?" if guess else "; run `golf run SPEC --dry-run` to list every knob"
-    return f"{where}unknown knob {name}{hint}"
-
-
-def looks_like_knob(name: str) -> bool:
-    """True for an env var that is not a knob but resembles one (a likely typo)."""
-    if name in KNOBS_BY_NAME or not re.fullmatch(r"[A-Z][A-Z0-9_]*", name) or _FOREIGN.match(name):
-        return False
-    if any(name.startswith(p) for p in _KNOB_PREFIXES):
-        return True
-    return difflib.get_close_matches(name, KNOBS_BY_NAME.keys(), n=1, cutoff=0.85) != []
-
-
-def _make_hyperparameters_class() -> type:
-    fields = [(k.attr, Any, dataclasses.field(default=None)) for k in KNOBS]
-    return dataclasses.make_dataclass("HyperparametersBase", fields, frozen=True)
-
-
-class Hyperparameters(_make_hyperparameters_class()):  # type: ignore[misc]
-    """Every knob of the trainer, resolved once; attributes are the knob names in lower case."""
+    ttt_enabled: bool = knob(False, "test-time training stage", "ttt")
+    ttt_mode: str = knob("score_first", "score_first (legal) or adapt_first (non-record)", "ttt",
+        choices=("score_first", "adapt_first"))
+    ttt_pre_quant: bool = knob(False, "AdamW on validation tokens before quantization (non-record)", "ttt")
+    ttt_chunk_tokens: int = knob(32768, "validation tokens per TTT chunk", "ttt", minimum=1)
+    ttt_epochs: int = knob(3, "passes over each chunk", "ttt", minimum=0)
+    ttt_lr: float = knob(0.002, "TTT learning rate", "ttt", minimum=0.0)
+    ttt_optimizer: str = knob("sgd", "TTT optimizer", "ttt", choices=("sgd", "adamw"))
+    ttt_momentum: float = knob(0.9, "SGD momentum (AdamW beta1)", "ttt", minimum=0.0, maximum=1.0)
+    ttt_weight_decay: float = knob(0.0, "TTT weight decay", "ttt", minimum=0.0)
+    ttt_batch_seqs: int = knob(32, "sequences per TTT step (global)", "ttt", minimum=1)
+    ttt_seq_len: int = knob(0, "TTT training sequence length (0: EVAL_SEQ_LEN)", "ttt", minimum=0)
+    ttt_grad_clip: float = knob(1.0, "TTT gradient-norm clip (0: off)", "ttt", minimum=0.0)
+    ttt_freeze_blocks: int = knob(0, "freeze the first N blocks during TTT", "ttt", minimum=0)
+    ttt_schedule: str = knob("cosine_chunks", "TTT LR schedule", "ttt",
+        choices=("cosine_chunks", "cosine_steps", "constant"))
+    ttt_lr_out_mult: float = knob(1.0, "TTT LR multiplier of output projections", "ttt", minimum=0.0)
+    ttt_lr_in_mult: float = knob(1.0, "TTT LR multiplier of input projections", "ttt", minimum=0.0)
 
     @classmethod
     def resolve(cls, values: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
@@ -344,12 +296,14 @@ class Hyperparameters(_make_hyperparameters_class()):  # type: ignore[misc]
         raw: dict[str, Any] = {}
         for source in (BAKED_DEFAULTS, values or {}):
             for name, value in source.items():
-                if name not in KNOBS_BY_NAME:
+                canonical = canonical_knob(name)
+                if canonical is None:
                     raise KnobError(unknown_knob_message(name))
-                raw[name] = value
+                raw[canonical] = value
         for name, value in env.items():
-            if name in KNOBS_BY_NAME:
-                raw[name] = value
+            canonical = canonical_knob(name)
+            if canonical is not None:
+                raw[canonical] = value
             elif strict and looks_like_knob(name):
                 raise KnobError(unknown_knob_message(name, "environment: "))
         kwargs = {}
@@ -424,6 +378,77 @@ class Hyperparameters(_make_hyperparameters_class()):  # type: ignore[misc]
         return ["Hyperparameters:"] + [f"  {attr}: {value}" for attr, value in rows]
 
 
+# The Knob kind of each field type (the annotation text: this module uses postponed annotations).
+_KIND_OF_TYPE = {"bool": "bool", "int": "int", "float": "float", "str": "str", "tuple[int, ...]": "ints"}
+
+
+def _knob_of(f: dataclasses.Field[Any]) -> Knob:
+    kind = _KIND_OF_TYPE.get(str(f.type))
+    if kind is None:
+        raise TypeError(f"Hyperparameters.{f.name}: type {f.type} is not one of {', '.join(_KIND_OF_TYPE)}")
+    meta = f.metadata
+    return Knob(name=f.name.upper(), kind=kind, default=f.default, help=meta["help"], group=meta["group"],
+                choices=meta["choices"], minimum=meta["minimum"], maximum=meta["maximum"], off=meta["off"],
+                aliases=meta["aliases"])
+
+
+# The registry, in field order: derived from Hyperparameters, never written twice.
+KNOBS: tuple[Knob, ...] = tuple(_knob_of(f) for f in dataclasses.fields(Hyperparameters))
+KNOBS_BY_NAME: dict[str, Knob] = {k.name: k for k in KNOBS}
+KNOB_ALIASES: dict[str, str] = {alias: k.name for k in KNOBS for alias in k.aliases}
+
+
+def canonical_knob(name: str) -> str | None:
+    """The knob that the env-var name `name` sets (itself, or the knob it is an alias of), else None."""
+    return name if name in KNOBS_BY_NAME else KNOB_ALIASES.get(name)
+
+# The strongest level of each COMPRESSOR: what COMPRESS_LEVEL=0 means, and the highest level it accepts.
+STRONGEST_COMPRESS_LEVEL = {"zlib": 9, "zstd": 22, "lzma": 9, "brotli": 11}
+
+# Families of env-var names the trainer owns: an unknown name in one of them is almost surely a typo
+# of a knob (XSA_LAST, TTT_EPOCH, ...) and is rejected rather than silently ignored.
+_KNOB_PREFIXES = frozenset(name.split("_")[0] + "_" for name in KNOBS_BY_NAME if "_" in name) - {
+    # too generic to claim: shells and other tools use these for their own variables
+    "RUN_", "MAX_", "MIN_", "NUM_", "USE_", "CODE_", "BYTE_", "HEAD_",
+}
+# Env vars that launchers, runtimes and the challenge's tooling set: never knobs.
+_FOREIGN = re.compile(
+    r"^(CUDA|NCCL|TORCH|TORCHELASTIC|TORCHINDUCTOR|TRITON|PYTORCH|OMP|MKL|KMP|PYTHON|LOCAL|GROUP|ROLE|MASTER|"
+    r"WORLD|RANK|GOLF|HF|HUGGINGFACE|MATCHED|NVIDIA|LD|XDG|LC|SSH|TERM|CONDA|VIRTUAL|PIP|UV|GIT|DISPLAY|"
+    r"NVSHMEM|CUBLAS|CUDNN|TF|OPENBLAS|NUMEXPR|WANDB|TMP|TEMP|HOME|PATH|USER|SHELL|PWD|LANG|HOSTNAME|CI|GITHUB)"
+    r"(_|$)"
+)
+
+
+def closest_knob(name: str) -> str | None:
+    """The registered knob closest to `name`, if any is close enough to be a likely typo."""
+    upper = name.upper()
+    match = difflib.get_close_matches(upper, KNOBS_BY_NAME.keys(), n=1, cutoff=0.75)
+    if match:
+        return match[0]
+    prefixed = [k for k in KNOBS_BY_NAME if k.startswith(upper) or upper.startswith(k)]
+    if prefixed:
+        return min(prefixed, key=lambda k: abs(len(k) - len(upper)))
+    family = [k for k in KNOBS_BY_NAME if k.split("_")[0] == upper.split("_")[0]]
+    match = difflib.get_close_matches(upper, family, n=1, cutoff=0.0)
+    return match[0] if match else None
+
+
+def unknown_knob_message(name: str, where: str = "") -> str:
+    guess = closest_knob(name)
+    hint = f"; did you mean {guess}?" if guess else "; run `golf run SPEC --dry-run` to list every knob"
+    return f"{where}unknown knob {name}{hint}"
+
+
+def looks_like_knob(name: str) -> bool:
+    """True for an env var that is not a knob but resembles one (a likely typo)."""
+    if canonical_knob(name) or not re.fullmatch(r"[A-Z][A-Z0-9_]*", name) or _FOREIGN.match(name):
+        return False
+    if any(name.startswith(p) for p in _KNOB_PREFIXES):
+        return True
+    return difflib.get_close_matches(name, KNOBS_BY_NAME.keys(), n=1, cutoff=0.85) != []
+
+
 def _normalize(kw: dict[str, Any]) -> None:
     """Replace "0 means inherit" knob values by what they inherit, so equal configs compare equal."""
     kw["mlp_bits"] = kw["mlp_bits"] or kw["matrix_bits"]
@@ -438,11 +463,11 @@ def parse_overrides(pairs: Mapping[str, Any], where: str = "") -> dict[str, Any]
     """Validate a mapping of knob name → raw value; returns parsed values (KnobError on the first bad one)."""
     parsed = {}
     for name, raw in pairs.items():
-        knob = KNOBS_BY_NAME.get(name)
-        if knob is None:
+        canonical = canonical_knob(name)
+        if canonical is None:
             raise KnobError(unknown_knob_message(name, where))
         try:
-            parsed[name] = knob.parse(raw)
+            parsed[canonical] = KNOBS_BY_NAME[canonical].parse(raw)
         except KnobError as exc:
             raise KnobError(f"{where}{exc}") from None
     return parsed

@@ -1,0 +1,55 @@
+"""The typed knob registry: Hyperparameters' fields are the knobs, KNOBS is derived from them."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import pytest
+
+from golf.trainer import hparams
+from golf.trainer.hparams import KNOBS, KNOBS_BY_NAME, Hyperparameters, KnobError
+
+PYTHON_TYPE = {"bool": bool, "int": int, "float": float, "str": str, "ints": tuple}
+
+
+def test_every_field_is_one_typed_knob_and_the_registry_follows_the_fields() -> None:
+    fields = dataclasses.fields(Hyperparameters)
+    hints = typing.get_type_hints(Hyperparameters)
+    assert [f.name.upper() for f in fields] == [k.name for k in KNOBS]
+    for f, knob in zip(fields, KNOBS, strict=True):
+        assert f.default == knob.default, knob.name
+        assert (typing.get_origin(hints[f.name]) or hints[f.name]) is PYTHON_TYPE[knob.kind], knob.name
+        assert isinstance(knob.default, PYTHON_TYPE[knob.kind]), knob.name
+        assert knob.help and knob.group, knob.name
+
+
+def test_resolved_values_have_their_field_types() -> None:
+    hp = Hyperparameters.resolve(values={"NUM_LAYERS": "11", "MLP_MULT": "3", "VE_LAYERS": "1,2", "COMPILE": "0"})
+    assert (hp.num_layers, hp.mlp_mult, hp.ve_layers, hp.compile) == (11, 3.0, (1, 2), False)
+    assert type(hp.num_layers) is int and type(hp.mlp_mult) is float and type(hp.compile) is bool
+
+
+def test_an_alias_sets_its_knob(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hparams, "KNOB_ALIASES", {"N_LAYER": "NUM_LAYERS"})
+    assert Hyperparameters.resolve(env={"N_LAYER": "5"}).num_layers == 5
+    assert hparams.parse_overrides({"N_LAYER": "5"}) == {"NUM_LAYERS": 5}
+    assert not hparams.looks_like_knob("N_LAYER")
+    with pytest.raises(KnobError, match="NUM_LAYERS"):
+        hparams.parse_overrides({"N_LAYER": "five"})
+
+
+def test_a_field_of_an_unsupported_type_fails_at_import() -> None:
+    @dataclasses.dataclass
+    class Bad:
+        ratio: complex = hparams.knob(1j, "help", "model")
+
+    with pytest.raises(TypeError, match="ratio"):
+        hparams._knob_of(dataclasses.fields(Bad)[0])
+
+
+def test_knob_metadata_reaches_the_registry() -> None:
+    knob = KNOBS_BY_NAME["MATRIX_BITS"]
+    assert (knob.kind, knob.default, knob.group, knob.minimum, knob.maximum) == ("int", 8, "quant", 2, 8)
+    assert KNOBS_BY_NAME["COMPRESSOR"].choices == ("zlib", "zstd", "lzma", "brotli")
+    assert KNOBS_BY_NAME["XSA_LAST_N"].off == 0
