@@ -28,7 +28,7 @@ DATA_KEYS = ("path", "tokenizer", "variant")
 RESERVED_KNOBS = {"SEED": "set seeds with `seeds:` or --seed", "RUN_ID": "golf sets RUN_ID to the run's id"}
 _VARIANT = re.compile(r"^(sp\d+|byte260)$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
+_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]*")  # fullmatch: `$` would let a trailing "\n" in
 
 
 @dataclass(frozen=True)
@@ -262,8 +262,9 @@ def _build(raw: dict[str, Any], path: Path | None, origin: Mapping[str, str]) ->
     name = raw.get("name")
     if name is None:
         raise GolfError(f"{leaf}: name: required (e.g. name: baseline-sp1024)")
-    if not isinstance(name, str) or not _RUN_NAME.match(name):
-        raise GolfError(f"{at('name')}: name: {name!r} must be letters, digits and . _ - + = (no spaces)")
+    if not isinstance(name, str) or not _RUN_NAME.fullmatch(name):
+        raise GolfError(f"{at('name')}: name: {name!r} must be letters, digits and . _ - + = "
+                        "(no spaces or control characters)")
     description = raw.get("description") or ""
     if not isinstance(description, str):
         raise GolfError(f"{at('description')}: description: expected text, got {_kind(description)}")
@@ -315,9 +316,14 @@ def _check_seeds(value: Any, where: str) -> tuple[int, ...]:
     seeds = value if isinstance(value, list) else [value]
     if not seeds:
         raise GolfError(f"{where}: expected at least one seed, e.g. [1337]")
+    seed_knob = KNOBS_BY_NAME["SEED"]
     for seed in seeds:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise GolfError(f"{where}: expected non-negative integers, got {_kind(seed)}")
+        try:
+            seed_knob.parse(seed)
+        except KnobError as exc:
+            raise GolfError(f"{where}: {exc}") from None
     if len(set(seeds)) != len(seeds):
         raise GolfError(f"{where}: seed listed twice in {seeds}")
     return tuple(seeds)
@@ -479,8 +485,8 @@ def apply_overrides(spec: Spec, *, seeds: Sequence[int] | None = None, sets: Map
             value = int(nproc)
         changes["nproc"] = _check_nproc(value, f"--nproc {nproc}")
     if name is not None:
-        if not _RUN_NAME.match(name):
-            raise GolfError(f"--name {name!r}: use letters, digits and . _ - + = (no spaces)")
+        if not _RUN_NAME.fullmatch(name):
+            raise GolfError(f"--name {name!r}: use letters, digits and . _ - + = (no spaces or control characters)")
         changes["run_name"] = name
     if tags:
         changes["tags"] = _check_tags([*spec.tags, *tags], "--tag")

@@ -82,7 +82,7 @@ def test_config_hash_tracks_knobs_and_data_identity(workdir: Path, tiny_data: Pa
     changed = plan_runs(apply_overrides(spec, sets={"NUM_LAYERS": "5"}), None)[0]
     assert changed.config_hash != base.config_hash
     # spelled differently, resolved the same: same configuration
-    same = plan_runs(apply_overrides(spec, sets={"NUM_LAYERS": "4.0", "EVAL_SEQ_LEN": "0"}), None)[0]
+    same = plan_runs(apply_overrides(spec, sets={"NUM_LAYERS": "+4", "EVAL_SEQ_LEN": "0"}), None)[0]
     assert same.config_hash == base.config_hash
     # a copy of the dataset elsewhere (same folder name, same tokenizer) is the same data
     import shutil

@@ -53,3 +53,31 @@ def test_knob_metadata_reaches_the_registry() -> None:
     assert (knob.kind, knob.default, knob.group, knob.minimum, knob.maximum) == ("int", 8, "quant", 2, 8)
     assert KNOBS_BY_NAME["COMPRESSOR"].choices == ("zlib", "zstd", "lzma", "brotli")
     assert KNOBS_BY_NAME["XSA_LAST_N"].off == 0
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("NUM_LAYERS", "1e1", "NUM_LAYERS='1e1' is not valid: expected an integer in [1, 1024]"),
+    ("NUM_LAYERS", "10.0", "is not valid: expected an integer"),
+    ("NUM_LAYERS", "99999999999999999999", "NUM_LAYERS='99999999999999999999' is out of range"),
+    ("MODEL_DIM", "100000000", "MODEL_DIM='100000000' is out of range: expected an integer in [8, 65536]"),
+    ("SEED", "12345678901234567891", "SEED='12345678901234567891' is out of range: expected an integer in [0,"),
+    ("VE_LAYERS", "1,2.0", "VE_LAYERS='1,2.0' is not valid"),
+    ("MLP_MULT", "nan", "MLP_MULT='nan' is not valid"),
+    ("MATRIX_LR", "inf", "MATRIX_LR='inf' is not valid"),
+])
+def test_integers_are_parsed_as_integers_within_bounds(name: str, text: str, message: str) -> None:
+    with pytest.raises(KnobError) as err:
+        Hyperparameters.resolve(values={name: text})
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_integers_keep_every_digit() -> None:
+    hp = Hyperparameters.resolve(values={"SEED": "4294967295", "TRAIN_BATCH_TOKENS": "2_147_482_624",
+                                         "TRAIN_SEQ_LEN": "1024", "ITERATIONS": 999_999_999})
+    assert (hp.seed, hp.train_batch_tokens, hp.iterations) == (4294967295, 2147482624, 999999999)
+    assert hp.format("SEED") == "4294967295"
+
+
+def test_every_integer_knob_has_both_bounds() -> None:
+    unbounded = [k.name for k in KNOBS if k.kind == "int" and (k.minimum is None or k.maximum is None)]
+    assert unbounded == []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -36,20 +37,27 @@ def _parse_bool(text: str) -> bool:
     raise ValueError("expected 0/1, true/false, on/off")
 
 
+_INTEGER = re.compile(r"[+-]?[0-9]+(_[0-9]+)*")
+
+
 def _parse_int(text: str) -> int:
-    value = float(text.strip().replace("_", ""))
-    if not value.is_integer():
+    """Digits only: never through float, so 1e1 and 10.0 are errors and no digit of a large value is lost."""
+    text = text.strip()
+    if not _INTEGER.fullmatch(text):
         raise ValueError("expected an integer")
-    return int(value)
+    return int(text)
 
 
 def _parse_float(text: str) -> float:
-    return float(text.strip().replace("_", ""))
+    value = float(text.strip().replace("_", ""))
+    if not math.isfinite(value):
+        raise ValueError("expected a finite number")
+    return value
 
 
 def _parse_int_list(text: str) -> tuple[int, ...]:
     parts = [p for p in re.split(r"[,\s]+", text.strip().strip("[]()")) if p]
-    return tuple(int(p) for p in parts)
+    return tuple(_parse_int(p) for p in parts)
 
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
@@ -147,6 +155,16 @@ def knob(default: Any, help: str, group: str, *, choices: tuple[str, ...] | None
     return dataclasses.field(default=default, metadata=meta)
 
 
+# Bounds of the integer knobs: far past any run that fits the challenge, tight enough that a typo (an extra
+# digit or three) is an error before launch rather than an out-of-memory crash after it.
+_MAX_STEPS = 1_000_000_000
+_MAX_TOKENS = 2**31 - 1
+_MAX_SEQ_LEN = 1 << 20
+_MAX_LAYERS = 1024
+_MAX_WIDTH = 65536
+_MAX_SEED = 2**32 - 1  # numpy's seed range
+
+
 @dataclass(frozen=True)
 class Hyperparameters:
     """Every knob of the trainer, resolved once: one typed field per knob, named as the knob in lower case.
@@ -158,31 +176,35 @@ class Hyperparameters:
     data_path: str = knob("./data/datasets/fineweb10B_sp1024", "folder of fineweb_{train,val}_*.bin shards", "data")
     tokenizer_path: str = knob("./data/tokenizers/fineweb_1024_bpe.model", "SentencePiece .model file", "data")
     vocab_size: int = knob(1024, "vocabulary size (must match the tokenizer)", "data", minimum=2, maximum=65536)
-    seed: int = knob(1337, "random seed", "run")
+    seed: int = knob(1337, "random seed", "run", minimum=0, maximum=_MAX_SEED)
     run_id: str = knob("", "run identifier (default: a fresh uuid)", "run")
-    iterations: int = knob(20000, "training steps (a ceiling when the wallclock cap is on)", "schedule", minimum=0)
-    warmup_steps: int = knob(20, "compile warm-up steps, rolled back before training", "schedule", minimum=0)
-    warmdown_iters: int = knob(1200, "linear LR warmdown length in steps", "schedule", minimum=0)
+    iterations: int = knob(20000, "training steps (a ceiling when the wallclock cap is on)", "schedule",
+                           minimum=0, maximum=_MAX_STEPS)
+    warmup_steps: int = knob(20, "compile warm-up steps, rolled back before training", "schedule",
+                             minimum=0, maximum=_MAX_STEPS)
+    warmdown_iters: int = knob(1200, "linear LR warmdown length in steps", "schedule", minimum=0, maximum=_MAX_STEPS)
     warmdown_frac: float = knob(0.0, "warmdown as a fraction of training (overrides WARMDOWN_ITERS when > 0)",
-        "schedule", minimum=0.0, maximum=1.0)
+                                "schedule", minimum=0.0, maximum=1.0)
     min_lr: float = knob(0.0, "floor of the LR multiplier at the end of warmdown", "schedule", minimum=0.0, maximum=1.0)
-    train_batch_tokens: int = knob(524288, "global tokens per optimizer step", "schedule", minimum=1)
-    train_seq_len: int = knob(1024, "training sequence length", "schedule", minimum=2)
+    train_batch_tokens: int = knob(524288, "global tokens per optimizer step", "schedule",
+                                   minimum=1, maximum=_MAX_TOKENS)
+    train_seq_len: int = knob(1024, "training sequence length", "schedule", minimum=2, maximum=_MAX_SEQ_LEN)
     grad_accum_steps: int = knob(0, "micro-steps per step (0: 8 // world size, as the challenge)", "schedule",
-        minimum=0)
-    val_loss_every: int = knob(1000, "validate every N steps (0: only at the end)", "schedule", minimum=0)
-    train_log_every: int = knob(200, "log the train loss every N steps", "schedule", minimum=0)
-    val_batch_size: int = knob(524288, "validation tokens per batch (global)", "eval", minimum=1)
+                                 minimum=0, maximum=1024)
+    val_loss_every: int = knob(1000, "validate every N steps (0: only at the end)", "schedule",
+                               minimum=0, maximum=_MAX_STEPS)
+    train_log_every: int = knob(200, "log the train loss every N steps", "schedule", minimum=0, maximum=_MAX_STEPS)
+    val_batch_size: int = knob(524288, "validation tokens per batch (global)", "eval", minimum=1, maximum=_MAX_TOKENS)
     max_wallclock_seconds: float = knob(600.0, "training time cap in seconds (0: none)", "schedule", minimum=0.0)
     compile: bool = knob(True, "torch.compile the model on CUDA", "run")
     attn_backend: str = knob("auto", "attention kernels: sdpa, fa4 (flash-attn-4), or auto: fa4 on Hopper/Blackwell "
                              "with flash-attn-4 installed and >= 65,536 tokens per micro-step, else sdpa", "run",
                              choices=("auto", "sdpa", "fa4"))
     # -- model shape
-    num_layers: int = knob(9, "transformer layers", "model", minimum=1)
-    model_dim: int = knob(512, "model width", "model", minimum=8)
-    num_heads: int = knob(8, "query heads", "model", minimum=1)
-    num_kv_heads: int = knob(4, "key/value heads (GQA)", "model", minimum=1)
+    num_layers: int = knob(9, "transformer layers", "model", minimum=1, maximum=_MAX_LAYERS)
+    model_dim: int = knob(512, "model width", "model", minimum=8, maximum=_MAX_WIDTH)
+    num_heads: int = knob(8, "query heads", "model", minimum=1, maximum=_MAX_WIDTH)
+    num_kv_heads: int = knob(4, "key/value heads (GQA)", "model", minimum=1, maximum=_MAX_WIDTH)
     mlp_mult: float = knob(2.0, "MLP hidden width as a multiple of MODEL_DIM", "model", minimum=0.25)
     tie_embeddings: bool = knob(True, "share the input embedding and the output head", "model")
     tied_embed_init_std: float = knob(0.005, "init std of the tied embedding", "model", minimum=0.0)
@@ -190,28 +212,32 @@ class Hyperparameters:
     logit_softcap: float = knob(30.0, "tanh softcap of the logits", "model", minimum=1e-3)
     qk_gain_init: float = knob(1.5, "initial per-head query gain", "model")
     # -- architecture techniques
-    xsa_last_n: int = knob(0, "exclusive self-attention on the last N layers", "technique", minimum=0, off=0)
+    xsa_last_n: int = knob(0, "exclusive self-attention on the last N layers", "technique",
+                           minimum=0, maximum=_MAX_LAYERS, off=0)
     value_residual: bool = knob(False, "mix every layer's values with the first layer's (learned lambdas)", "technique")
     ve_enabled: bool = knob(False, "shared value embedding added to V on VE_LAYERS", "technique")
-    ve_dim: int = knob(128, "value-embedding width", "technique", minimum=1)
+    ve_dim: int = knob(128, "value-embedding width", "technique", minimum=1, maximum=_MAX_WIDTH)
     ve_layers: tuple[int, ...] = knob((9, 10), "layers that receive the value embedding", "technique")
-    bigram_vocab_size: int = knob(0, "hashed bigram embedding buckets (0: off)", "technique", minimum=0, off=0)
-    bigram_dim: int = knob(128, "hashed bigram embedding width", "technique", minimum=1)
+    bigram_vocab_size: int = knob(0, "hashed bigram embedding buckets (0: off)", "technique",
+                                  minimum=0, maximum=_MAX_TOKENS, off=0)
+    bigram_dim: int = knob(128, "hashed bigram embedding width", "technique", minimum=1, maximum=_MAX_WIDTH)
     trigram: bool = knob(False, "also add the trigram hash into the bigram table", "technique")
     smear_gate: bool = knob(False, "blend each position with the previous one (not across BOS)", "technique")
-    rope_dims: int = knob(0, "rotate only the first N dims of each head (0: all)", "technique", minimum=0, off=0)
+    rope_dims: int = knob(0, "rotate only the first N dims of each head (0: all)", "technique",
+                          minimum=0, maximum=_MAX_WIDTH, off=0)
     ln_scale: bool = knob(False, "scale each block's pre-norm output by 1/sqrt(layer+1)", "technique")
     negative_slope: float = knob(0.0, "MLP activation LeakyReLU(slope)^2 (0: ReLU^2)", "technique", minimum=0.0,
-        off=0.0)
+                                 off=0.0)
     gated_attention: bool = knob(False, "per-head sigmoid gate on the attention output", "technique")
     recur_layers: tuple[int, ...] = knob((), "layers repeated once more (depth recurrence), e.g. 3,4,5", "technique",
-        off=())
-    recur_start_step: int = knob(0, "switch recurrence on at this step", "technique", minimum=0)
+                                         off=())
+    recur_start_step: int = knob(0, "switch recurrence on at this step", "technique", minimum=0, maximum=_MAX_STEPS)
     recur_start_frac: float = knob(0.0, "switch recurrence on at this fraction of training", "technique", minimum=0.0,
-        maximum=1.0)
+                                   maximum=1.0)
     parallel_residual: bool = knob(False, "attention and MLP read the same input from PARALLEL_START_LAYER",
-        "technique")
-    parallel_start_layer: int = knob(0, "first layer with parallel residuals", "technique", minimum=0)
+                                   "technique")
+    parallel_start_layer: int = knob(0, "first layer with parallel residuals", "technique",
+                                     minimum=0, maximum=_MAX_LAYERS)
     ortho_init: bool = knob(False, "orthogonal init of block matrices", "technique")
     # -- optimizer
     embed_lr: float = knob(0.6, "Adam LR of the untied input embedding", "optim", minimum=0.0)
@@ -221,8 +247,9 @@ class Hyperparameters:
     scalar_lr: float = knob(0.04, "Adam LR of vectors and scalars", "optim", minimum=0.0)
     muon_momentum: float = knob(0.95, "Muon Nesterov momentum", "optim", minimum=0.0, maximum=1.0)
     muon_momentum_warmup_start: float = knob(0.85, "Muon momentum at step 0", "optim", minimum=0.0, maximum=1.0)
-    muon_momentum_warmup_steps: int = knob(500, "steps to warm the Muon momentum up", "optim", minimum=0)
-    muon_backend_steps: int = knob(5, "Newton-Schulz iterations", "optim", minimum=1)
+    muon_momentum_warmup_steps: int = knob(500, "steps to warm the Muon momentum up", "optim",
+                                           minimum=0, maximum=_MAX_STEPS)
+    muon_backend_steps: int = knob(5, "Newton-Schulz iterations", "optim", minimum=1, maximum=100)
     muon_wd: float = knob(0.0, "decoupled weight decay of Muon matrices", "optim", minimum=0.0)
     muon_row_normalize: bool = knob(False, "MuonEq-R: row-normalise the update before Newton-Schulz", "optim")
     beta1: float = knob(0.9, "Adam beta1", "optim", minimum=0.0, maximum=1.0)
@@ -235,12 +262,12 @@ class Hyperparameters:
     ema_enabled: bool = knob(False, "export an exponential moving average of the weights", "averaging")
     ema_decay: float = knob(0.997, "EMA decay per step", "averaging", minimum=0.0, maximum=1.0)
     swa_enabled: bool = knob(False, "export the average of snapshots taken late in training", "averaging")
-    swa_every: int = knob(50, "steps between SWA snapshots", "averaging", minimum=1)
+    swa_every: int = knob(50, "steps between SWA snapshots", "averaging", minimum=1, maximum=_MAX_STEPS)
     swa_start_frac: float = knob(0.2, "take SWA snapshots once the LR multiplier is below this", "averaging",
-        minimum=0.0, maximum=1.0)
+                                 minimum=0.0, maximum=1.0)
     qat_enabled: bool = knob(False, "straight-through fake quantization in every linear, whole run", "quant")
     late_qat_threshold: float = knob(0.0, "switch QAT on once the LR multiplier falls below this (0: off)", "quant",
-        minimum=0.0, maximum=1.0, off=0.0)
+                                     minimum=0.0, maximum=1.0, off=0.0)
     # -- artifact
     matrix_bits: int = knob(8, "bits of block matrices", "quant", minimum=2, maximum=8)
     mlp_bits: int = knob(0, "bits of MLP matrices (0: MATRIX_BITS)", "quant", minimum=0, maximum=8)
@@ -248,40 +275,43 @@ class Hyperparameters:
     embed_bits: int = knob(8, "bits of embedding tables (16: keep fp16)", "quant", minimum=2, maximum=16)
     clip_search: bool = knob(False, "GPTQ-lite: per-row clip percentile search", "quant")
     use_gptq: bool = knob(False, "full-Hessian GPTQ with training-data calibration", "quant")
-    gptq_calibration_batches: int = knob(64, "calibration sequences batches for GPTQ", "quant", minimum=1)
+    gptq_calibration_batches: int = knob(64, "calibration sequences batches for GPTQ", "quant",
+                                         minimum=1, maximum=1_000_000)
     gptq_reserve_seconds: float = knob(0.0, "seconds of the wallclock cap reserved for GPTQ calibration", "quant",
-        minimum=0.0)
-    gptq_block_size: int = knob(128, "GPTQ column block size", "quant", minimum=1)
+                                       minimum=0.0)
+    gptq_block_size: int = knob(128, "GPTQ column block size", "quant", minimum=1, maximum=_MAX_WIDTH)
     gptq_damp: float = knob(0.01, "GPTQ damping as a fraction of mean(diag H)", "quant", minimum=0.0)
     prune_ratio: float = knob(0.0, "zero this fraction of smallest-magnitude weights before quantizing", "quant",
-        minimum=0.0, maximum=0.99)
+                              minimum=0.0, maximum=0.99)
     compressor: str = knob("zlib", "artifact compressor", "quant", choices=("zlib", "zstd", "lzma", "brotli"))
     compress_level: int = knob(0, "compressor level (0: the strongest: zlib 9, zstd 22, lzma 9, brotli 11)", "quant",
-        minimum=0, maximum=22)
+                               minimum=0, maximum=22)
     byte_shuffle: bool = knob(False, "byte-shuffle tensors before compressing", "quant")
     code_pack: str = knob("none", "how the shipped train_gpt.py is packed (counts toward code bytes)", "quant",
-        choices=("none", "lzma", "brotli"))
+                          choices=("none", "lzma", "brotli"))
     # -- evaluation
-    eval_seq_len: int = knob(0, "evaluation window length (0: TRAIN_SEQ_LEN)", "eval", minimum=0)
-    eval_stride: int = knob(0, "sliding-window stride (0: no sliding-window stage)", "eval", minimum=0, off=0)
-    eval_batch_seqs: int = knob(32, "windows per forward in sliding/TTT evaluation", "eval", minimum=1)
+    eval_seq_len: int = knob(0, "evaluation window length (0: TRAIN_SEQ_LEN)", "eval", minimum=0, maximum=_MAX_SEQ_LEN)
+    eval_stride: int = knob(0, "sliding-window stride (0: no sliding-window stage)", "eval",
+                            minimum=0, maximum=_MAX_SEQ_LEN, off=0)
+    eval_batch_seqs: int = knob(32, "windows per forward in sliding/TTT evaluation", "eval",
+                                minimum=1, maximum=1_000_000)
     # -- test-time training
     ttt_enabled: bool = knob(False, "test-time training stage", "ttt")
     ttt_mode: str = knob("score_first", "score_first (legal) or adapt_first (non-record)", "ttt",
-        choices=("score_first", "adapt_first"))
+                         choices=("score_first", "adapt_first"))
     ttt_pre_quant: bool = knob(False, "AdamW on validation tokens before quantization (non-record)", "ttt")
-    ttt_chunk_tokens: int = knob(32768, "validation tokens per TTT chunk", "ttt", minimum=1)
-    ttt_epochs: int = knob(3, "passes over each chunk", "ttt", minimum=0)
+    ttt_chunk_tokens: int = knob(32768, "validation tokens per TTT chunk", "ttt", minimum=1, maximum=_MAX_TOKENS)
+    ttt_epochs: int = knob(3, "passes over each chunk", "ttt", minimum=0, maximum=1000)
     ttt_lr: float = knob(0.002, "TTT learning rate", "ttt", minimum=0.0)
     ttt_optimizer: str = knob("sgd", "TTT optimizer", "ttt", choices=("sgd", "adamw"))
     ttt_momentum: float = knob(0.9, "SGD momentum (AdamW beta1)", "ttt", minimum=0.0, maximum=1.0)
     ttt_weight_decay: float = knob(0.0, "TTT weight decay", "ttt", minimum=0.0)
-    ttt_batch_seqs: int = knob(32, "sequences per TTT step (global)", "ttt", minimum=1)
-    ttt_seq_len: int = knob(0, "TTT training sequence length (0: EVAL_SEQ_LEN)", "ttt", minimum=0)
+    ttt_batch_seqs: int = knob(32, "sequences per TTT step (global)", "ttt", minimum=1, maximum=1_000_000)
+    ttt_seq_len: int = knob(0, "TTT training sequence length (0: EVAL_SEQ_LEN)", "ttt", minimum=0, maximum=_MAX_SEQ_LEN)
     ttt_grad_clip: float = knob(1.0, "TTT gradient-norm clip (0: off)", "ttt", minimum=0.0)
-    ttt_freeze_blocks: int = knob(0, "freeze the first N blocks during TTT", "ttt", minimum=0)
+    ttt_freeze_blocks: int = knob(0, "freeze the first N blocks during TTT", "ttt", minimum=0, maximum=_MAX_LAYERS)
     ttt_schedule: str = knob("cosine_chunks", "TTT LR schedule", "ttt",
-        choices=("cosine_chunks", "cosine_steps", "constant"))
+                             choices=("cosine_chunks", "cosine_steps", "constant"))
     ttt_lr_out_mult: float = knob(1.0, "TTT LR multiplier of output projections", "ttt", minimum=0.0)
     ttt_lr_in_mult: float = knob(1.0, "TTT LR multiplier of input projections", "ttt", minimum=0.0)
 
