@@ -58,9 +58,9 @@ def test_summary_shows_stages_bytes_and_status() -> None:
     assert "15,900,000 of 16,000,000 (headroom 100,000)" in text
     assert "model 15,850,000 + code 50,000 (int8+zlib)" in text
     assert "10/10 steps in 1:01, 6100.0 ms/step" in text and "2.5 s" in text
-    assert "completed, exit code 0" in text
+    assert "status       completed\n" in "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
     over = render(Run(id="r2", name="y", status="failed", exit_code=1, stop_reason="exit code 1",
                       total_bytes=16_000_123, log_path="/l"))
     assert "16,000,123 of 16,000,000 (over by 123)" in over
-    assert "failed (exit code 1), exit code 1" in over
+    assert "failed (exit code 1)" in over and over.count("exit code") == 1  # said once, not twice
     assert "none (no evaluation result in the log)" in over

@@ -13,6 +13,7 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Console, Group
@@ -20,6 +21,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from golf.launch.quiet import LineFilter
 from golf.logparse import ParsedRun
 
 SIZE_CAP = 16_000_000
@@ -39,9 +41,36 @@ def format_duration(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+def expected_stages(knobs: Mapping[str, str]) -> list[str]:
+    """The evaluation stages the bundled trainer runs after training, in order, for these knobs."""
+    def on(key: str) -> bool:
+        return str(knobs.get(key, "0")).strip().lower() not in ("", "0", "false", "no", "off")
+
+    return ["pre_quant", "post_quant", *(["sliding"] if on("EVAL_STRIDE") else []),
+            *(["post_ttt"] if on("TTT_ENABLED") else [])]
+
+
+def training_done(parsed: ParsedRun) -> bool:
+    step, total = parsed.steps, parsed.iterations
+    return (parsed.peak_mem_mib is not None or bool(parsed.stages) or parsed.stop_reason == "wallclock_cap"
+            or (step is not None and bool(total) and step >= total))
+
+
+def eval_stage_text(parsed: ParsedRun, stages: Sequence[str] | None) -> str:
+    """`evaluating: sliding window (2/3)`: the first expected stage without a result yet."""
+    if not stages:
+        return "evaluating"
+    pending = [s for s in stages if s not in parsed.stages]
+    if not pending:
+        return "evaluation done, writing results"
+    labels = dict(STAGE_ROWS)
+    return f"evaluating: {labels.get(pending[0], pending[0])} ({stages.index(pending[0]) + 1}/{len(stages)})"
+
+
 def status_text(parsed: ParsedRun, elapsed_s: float, batch_tokens: float | None = None,
-                wallclock_cap_s: float | None = None) -> str:
-    """One line: step/total, train loss, ms/step, tokens/s, ETA (the smaller of steps left and the time cap)."""
+                wallclock_cap_s: float | None = None, stages: Sequence[str] | None = None) -> str:
+    """One line: step/total, train loss, ms/step, tokens/s, ETA (the smaller of steps left and the time cap);
+    once training is over, the evaluation stage in progress instead of the ETA."""
     parts = []
     step, total = parsed.steps, parsed.iterations
     parts.append(f"step {step if step is not None else '-'}/{total if total is not None else '?'}")
@@ -59,6 +88,10 @@ def status_text(parsed: ParsedRun, elapsed_s: float, batch_tokens: float | None 
     tokens_s = parsed.tokens_per_s or (batch_tokens / (avg / 1000.0) if batch_tokens and avg else None)
     if tokens_s:
         parts.append(f"{tokens_s:,.0f} tok/s")
+    if training_done(parsed):
+        parts.append(eval_stage_text(parsed, stages))
+        parts.append(f"elapsed {format_duration(elapsed_s)}")
+        return " · ".join(parts)
     eta = None
     if avg and step is not None and total:
         eta = max(total - step, 0) * avg / 1000.0
@@ -73,8 +106,11 @@ class RunDisplay:
     """Context manager fed every log line; `enabled=False` keeps it silent."""
 
     def __init__(self, title: str, enabled: bool = True, batch_tokens: float | None = None,
-                 wallclock_cap_s: float | None = None, console: Console | None = None) -> None:
+                 wallclock_cap_s: float | None = None, console: Console | None = None,
+                 verbose: bool = False, stages: Sequence[str] | None = None) -> None:
         self.title = title
+        self.filter = LineFilter(verbose)  # knob dump and tracebacks stay in the log unless verbose
+        self.stages = list(stages) if stages is not None else None
         self.enabled = enabled
         self.batch_tokens = batch_tokens
         self.wallclock_cap_s = wallclock_cap_s
@@ -110,12 +146,19 @@ class RunDisplay:
             self._live = None
 
     def _status(self) -> Text:
-        line = status_text(self.parsed, time.monotonic() - self.started, self.batch_tokens, self.wallclock_cap_s)
+        line = status_text(self.parsed, time.monotonic() - self.started, self.batch_tokens, self.wallclock_cap_s,
+                           self.stages)
         return Text(f"{self.title}  {line}", style="bold cyan")
+
+    @property
+    def cause(self) -> str | None:
+        """The trainer's error line (`ShardError: ...`), if its output had a traceback."""
+        return self.filter.cause
 
     def line(self, text: str, parsed: ParsedRun) -> None:
         self.parsed = parsed
-        self._put("line", text)
+        if self.filter.show(text):
+            self._put("line", text)
 
     def note(self, text: str) -> None:
         self._put("note", text)
@@ -190,8 +233,7 @@ def summary_renderable(run: Any) -> Group:
     facts.add_row("train", f"{steps} steps in {train}{avg}")
     facts.add_row("eval", format_duration(run.eval_time_ms / 1000.0) if run.eval_time_ms is not None else "?")
     status_style = {"completed": "green", "running": "cyan"}.get(run.status, "red bold")
-    reason = f" ({run.stop_reason})" if run.stop_reason and run.status != "completed" else ""
-    facts.add_row("status", Text(f"{run.status}{reason}, exit code {run.exit_code}", style=status_style))
+    facts.add_row("status", Text(status_line(run), style=status_style))
     if run.non_record_reason:
         facts.add_row("non-record", Text(run.non_record_reason, style="yellow"))
     facts.add_row("log", str(run.log_path))
@@ -200,5 +242,71 @@ def summary_renderable(run: Any) -> Group:
     return Group(table, facts)
 
 
+def status_line(run: Any) -> str:
+    """`failed: ShardError: … (exit code 1)`, `completed`: the status, its cause, the exit code once."""
+    text = run.status
+    reason = run.stop_reason if run.status != "completed" else None
+    if reason and reason != f"exit code {run.exit_code}":
+        text += f": {reason}"
+    if run.exit_code not in (0, None):
+        text += f" (exit code {run.exit_code})"
+    return text
+
+
+def failure_lines(run: Any) -> list[str]:
+    """What a run that stopped without a score says: what happened, where the log is, how to see more."""
+    where = f"{run.name} ({run.id})"
+    if run.status == "interrupted":
+        at = f" at step {run.steps}/{run.iterations}" if run.steps is not None and run.iterations else ""
+        return [f"golf: {where} interrupted ({run.stop_reason or 'signal'}){at}, recorded as interrupted; "
+                f"log: {run.log_path}"]
+    return [f"golf: {where} {status_line(run)}",
+            f"golf: log: {run.log_path} (the full output; `golf run --verbose` also shows it here)"]
+
+
+def seeds_summary(runs: Sequence[Any]) -> Table:
+    """The end of a multi-seed run: each stage's mean ± std over the completed seeds, bytes, times."""
+    from golf.analysis.stats import mean_std_text, summarize
+
+    done = [r for r in runs if r.status == "completed"]
+    states = ", ".join(f"{r.seed}: {r.status}" for r in runs if r.status != "completed")
+    title = f"{runs[0].name.rsplit('-s', 1)[0]}: {len(done)} of {len(runs)} seeds completed" + (
+        f" ({states})" if states else "")
+    table = Table(title=title, header_style="bold", title_justify="left")
+    table.add_column("")
+    table.add_column("mean ± std (n)", justify="right")
+    table.add_column("per seed", justify="right")
+
+    def add(label: str, values: list[Any], fmt: str, scale: float = 1.0) -> None:
+        scaled = [v * scale if v is not None else None for v in values]
+        if all(v is None for v in scaled):
+            return
+        per_seed = " ".join(fmt.format(v) if v is not None else "—" for v in scaled)
+        table.add_row(label, mean_std_text(summarize(scaled), fmt=fmt), per_seed)
+
+    for stage, label in STAGE_ROWS:
+        add(label, [getattr(r, f"{stage}_bpb") for r in done], "{:.4f}")
+    add("final bpb", [r.final_bpb for r in done], "{:.4f}")
+    add("total bytes", [r.total_bytes for r in done], "{:,.0f}")
+    add("train time s", [r.train_time_ms for r in done], "{:.1f}", 1e-3)
+    add("eval time s", [r.eval_time_ms for r in done], "{:.1f}", 1e-3)
+    table.caption = "seeds " + " ".join(str(r.seed) for r in done) if done else None
+    return table
+
+
 def print_summary(run: Any, console: Console | None = None) -> None:
-    (console or Console(highlight=False)).print(summary_renderable(run))
+    console = console or Console(highlight=False)
+    if run.status != "completed" and (run.status == "interrupted" or run.final_bpb is None):
+        for line in failure_lines(run):
+            console.print(Text(line, style="yellow" if run.status == "interrupted" else "red"), soft_wrap=True)
+        return
+    console.print(summary_renderable(run))
+
+
+def seed_header(plan: Any, k: int, n: int, console: Console | None = None) -> None:
+    """`── seed 42 (2/3): xsa-all-s42 ──` before each seed of a multi-seed run."""
+    (console or Console(highlight=False)).rule(f"seed {plan.seed} ({k}/{n}): {plan.name}", style="bold")
+
+
+def print_seeds_summary(runs: Sequence[Any], console: Console | None = None) -> None:
+    (console or Console(highlight=False)).print(seeds_summary(runs))

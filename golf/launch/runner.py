@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from golf.errors import GolfError
-from golf.launch.live import RunDisplay
+from golf.launch.live import RunDisplay, expected_stages
 from golf.launch.plan import RunPlan
 from golf.launch.provenance import collect
 from golf.launch.recorder import Recorder, one_line, store_unavailable
@@ -50,7 +50,7 @@ def signal_exit_code(run: Run) -> int:
 
 
 def execute(plan: RunPlan, store: Store, live: bool = True, command: str | None = None,
-            stall_timeout: float | None = None, stop_on_divergence: bool | None = None) -> Run:
+            stall_timeout: float | None = None, stop_on_divergence: bool | None = None, verbose: bool = False) -> Run:
     """Run a plan to its end and return its final row. `command` (default: the torchrun command line) is recorded
     as the run's command. `stall_timeout` (seconds without a new log line) and `stop_on_divergence` are the user's
     rules for stopping a trainer (default: the spec's)."""
@@ -75,7 +75,8 @@ def execute(plan: RunPlan, store: Store, live: bool = True, command: str | None 
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
     display = RunDisplay(f"{row.name}", enabled=live, batch_tokens=_float(plan.knobs.get("TRAIN_BATCH_TOKENS")),
-                         wallclock_cap_s=_float(plan.knobs.get("MAX_WALLCLOCK_SECONDS")))
+                         wallclock_cap_s=_float(plan.knobs.get("MAX_WALLCLOCK_SECONDS")), verbose=verbose,
+                         stages=expected_stages(plan.knobs) if plan.bundled else None)
     recorder = Recorder(store, row, plan.non_record_reason, display.note)
     env = {**os.environ, **plan.env}
     supervisor = Supervisor()
@@ -107,8 +108,9 @@ def execute(plan: RunPlan, store: Store, live: bool = True, command: str | None 
         raise
     finally:
         supervisor.uninstall()
+    stop_reason = _stop_reason(exit_code, recorder.parser, supervisor, pump, display.cause)
     return recorder.finish(status=_status(exit_code, recorder.parser, supervisor, pump),
-                           exit_code=exit_code, stop_reason=_stop_reason(exit_code, recorder.parser, supervisor, pump),
+                           exit_code=exit_code, stop_reason=stop_reason,
                            artifact=_artifact(run_dir, pump.artifact_named), run_dir=run_dir)
 
 
@@ -124,7 +126,8 @@ def _status(exit_code: int, parser: LogParser, supervisor: Supervisor, pump: _Pu
     return "completed" if exit_code == 0 else "failed"
 
 
-def _stop_reason(exit_code: int, parser: LogParser, supervisor: Supervisor, pump: _Pump) -> str | None:
+def _stop_reason(exit_code: int, parser: LogParser, supervisor: Supervisor, pump: _Pump,
+                 cause: str | None = None) -> str | None:
     if supervisor.signal_name is not None:
         return supervisor.signal_name
     if supervisor.stopped_by is not None:
@@ -135,6 +138,8 @@ def _stop_reason(exit_code: int, parser: LogParser, supervisor: Supervisor, pump
         return parser.run.stop_reason
     if exit_code < 0:
         return f"killed by {signal.Signals(-exit_code).name}"
+    if exit_code and cause:
+        return cause  # the trainer's own error line, e.g. `ShardError: ...`
     return f"exit code {exit_code}" if exit_code else None
 
 

@@ -39,6 +39,9 @@ def run(
         "--stop-on-divergence/--no-stop-on-divergence",
         help="Stop a run once its loss is NaN/inf (default: the spec's stop_on_divergence; a diverged run is "
              "marked `diverged` either way).", show_default=False)] = None,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Show every trainer line here, the knob dump and tracebacks too (the log file "
+                                "always has them).")] = False,
 ) -> None:
     """Run a spec: one torchrun job per seed, streamed live, parsed and recorded in the run store.
 
@@ -50,7 +53,7 @@ def run(
     import sys
 
     from golf.launch import execute, plan_runs, signal_exit_code
-    from golf.launch.live import print_summary
+    from golf.launch.live import print_seeds_summary, print_summary, seed_header
     from golf.spec import apply_overrides, check_stall_timeout, load_spec, parse_sets
     from golf.store import Store, resolve_db_path
 
@@ -73,14 +76,20 @@ def run(
     for note in dict.fromkeys(note for plan in plans for note in plan.notes):
         typer.echo(f"golf: note: {note}", err=True)
     exit_code = 0
-    for plan in plans:
+    finished_runs = []
+    for k, plan in enumerate(plans, 1):
+        if len(plans) > 1:
+            seed_header(plan, k, len(plans))
         finished = execute(plan, store, live=True, command=command, stall_timeout=stall_timeout,
-                           stop_on_divergence=stop_on_divergence)
+                           stop_on_divergence=stop_on_divergence, verbose=verbose)
+        finished_runs.append(finished)
         print_summary(finished)
         if finished.status == "interrupted":
             exit_code = signal_exit_code(finished)
             break  # Ctrl-C stops the remaining seeds too
         exit_code = exit_code or signal_exit_code(finished)  # one failed seed fails the command
+    if len(plans) > 1 and not any(r.status == "interrupted" for r in finished_runs):
+        print_seeds_summary(finished_runs)
     if exit_code:
         raise typer.Exit(exit_code)
 
