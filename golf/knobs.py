@@ -30,6 +30,21 @@ def canonical(knob: Knob, value: Any) -> str:
         return str(value)
 
 
+def canonical_value(name: str, value: Any) -> Any:
+    """The one written form of a value of knob `name` (labels, tables, ablations); None stays None, and a name
+    that is no knob of the bundled trainer (a community trainer's env var) keeps its text."""
+    if value is None:
+        return None
+    knob = KNOBS_BY_NAME.get(name)
+    return canonical(knob, value) if knob is not None else str(value)
+
+
+def canonical_change(change: str) -> str:
+    """`MLP_MULT=3` → `MLP_MULT=3.0`: a label's KEY=VALUE in the canonical form."""
+    key, sep, value = change.partition("=")
+    return f"{key}={canonical_value(key, value)}" if sep else change
+
+
 @lru_cache(maxsize=4)
 def record_settings(specs_dir: Path = SPECS_DIR) -> dict[str, list[tuple[str, str]]]:
     """knob -> [(record spec name, value it sets)], oldest record (lowest PR number) first."""

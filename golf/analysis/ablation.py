@@ -24,8 +24,13 @@ _ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 # -- rows ---------------------------------------------------------------------------------------------------------
 
 def change_text(key: str, before: Any, after: Any, labels: Mapping[str, str] | None = None) -> str:
-    """`XSA on all 11 layers (XSA_LAST_N=11)` from a label, else `XSA_LAST_N 4→11`."""
-    text = (labels or {}).get(f"{key}={after}")
+    """`XSA on all 11 layers (XSA_LAST_N=11)` from a label, else `XSA_LAST_N 4→11`. Values in their canonical
+    form (golf.knobs.canonical_value), so `--label MLP_MULT=3=…` names the change to a stored 3.0."""
+    from golf.knobs import canonical_change, canonical_value
+
+    before, after = canonical_value(key, before), canonical_value(key, after)
+    canonical_labels = {canonical_change(k): v for k, v in (labels or {}).items()}
+    text = canonical_labels.get(f"{key}={after}")
     if text:
         return f"{text} ({key}={after})"
     return f"{key} {'—' if before is None else before}→{'—' if after is None else after}"
@@ -249,6 +254,18 @@ def plan_ablation(spec: Any, varies: Sequence[tuple[str, list[str]]], store: Any
             steps.append(step)
             previous = step
     return steps
+
+
+def noop_warnings(steps: Sequence[Step], cumulative: bool = False) -> list[str]:
+    """One line per variant whose configuration is its reference's (`--vary KEY=V` with V the base's value)."""
+    out = []
+    for i, step in enumerate(steps[1:], 1):
+        against = steps[i - 1] if cumulative else steps[0]
+        if step.plans and against.plans and step.plans[0].group_hash == against.plans[0].group_hash:
+            sets = ", ".join(f"{k}={v}" for k, v in step.sets.items())
+            out.append(f"--vary {sets}: the same configuration as {against.change.removeprefix('Base: ')} "
+                       "(no change; its runs are the base's)")
+    return out
 
 
 def run_ablation(steps: Sequence[Step], store: Any, live: bool = False,

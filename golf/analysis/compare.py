@@ -56,6 +56,18 @@ METRIC_ROWS = (
 )
 
 
+def degenerate_warnings(groups: Sequence[Group]) -> list[str]:
+    """One line per pair of references that name the same runs: comparing them measures nothing."""
+    out = []
+    for i, a in enumerate(groups):
+        for b in groups[i + 1:]:
+            same_runs = bool(a.run_ids) and sorted(a.run_ids) == sorted(b.run_ids)
+            if same_runs or (a.group_hash is not None and a.group_hash == b.group_hash and a.kind == b.kind == "group"):
+                out.append(f"{a.ref!r} and {b.ref!r} are the same runs ({a.label}): the comparison is degenerate "
+                           "(Δ 0, no test)")
+    return out
+
+
 def check_metric(metric: str) -> str:
     if metric in BPB_METRICS:
         return metric

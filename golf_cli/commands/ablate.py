@@ -39,7 +39,14 @@ def ablate(
     import shlex
     import sys
 
-    from golf.analysis.ablation import ablation_groups, parse_labels, parse_vary, plan_ablation, run_ablation
+    from golf.analysis.ablation import (
+        ablation_groups,
+        noop_warnings,
+        parse_labels,
+        parse_vary,
+        plan_ablation,
+        run_ablation,
+    )
     from golf.errors import GolfError
     from golf.output import FORMATS
     from golf.spec import load_spec
@@ -53,6 +60,8 @@ def ablate(
     base_spec = load_spec(spec)
     store = Store(db)
     steps = plan_ablation(base_spec, varies, store, seed_list, cumulative, labels, prepare_data=not dry_run)
+    for line in noop_warnings(steps, cumulative):
+        typer.echo(f"golf: warning: {line}", err=True)
     if dry_run:
         _print_plan(steps, store, fmt)
         return
@@ -106,8 +115,12 @@ def ablation_table(
     if fmt not in FORMATS:
         raise GolfError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
     labels = parse_labels(label or [])
+    from golf.analysis.compare import degenerate_warnings
+
     with RunReader(db) as reader:
         groups = resolve_refs(reader, [base, *variants])
+    for line in degenerate_warnings(groups):
+        typer.echo(f"golf: warning: {line}", err=True)
     _print_table(groups, None, cumulative, labels, min_delta_nats, alpha, fmt, columns_)
 
 

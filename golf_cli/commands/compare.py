@@ -35,7 +35,7 @@ def compare(
 
     Example: golf compare baseline xsa-all --format md
     """
-    from golf.analysis.compare import compare_groups
+    from golf.analysis.compare import compare_groups, degenerate_warnings
     from golf.analysis.groups import RunReader, resolve_refs
     from golf.analysis.stats import Rule
     from golf.errors import GolfError
@@ -47,6 +47,8 @@ def compare(
         groups = resolve_refs(reader, refs)
         result = compare_groups(groups, metric, Rule(min_delta_nats=min_delta_nats, alpha=alpha), all_params)
         steps = reader.steps_for(r for g in groups for r in g.run_ids) if plot else None
+    for line in degenerate_warnings(groups):
+        typer.echo(f"golf: warning: {line}", err=True)
     for group in groups:
         if group.n == 0:
             states = ", ".join(sorted({str(r.get("status")) for r in group.runs}))

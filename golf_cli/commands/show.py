@@ -17,7 +17,9 @@ CURVE_KEYS = ("step", "train_loss", "val_loss", "val_bpb", "train_time_ms", "ste
 
 def show(
     run: Annotated[str, typer.Argument(help="Run id, unique id prefix, or name.", metavar="RUN", show_default=False)],
-    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    fmt: Annotated[str, typer.Option("--format", metavar="table|md|csv|json", help="Output format (md: one table "
+                                     "per section; csv: section,field,value rows; json: every field and the curve).")
+                   ] = "table",
     bytes_: Annotated[bool, typer.Option("--bytes", help="Byte breakdown against the 16,000,000 cap.")] = False,
     db: DbOption = None,
 ) -> None:
@@ -26,11 +28,11 @@ def show(
     Example: golf show baseline-s1337 --bytes
     """
     from golf.errors import GolfError
-    from golf.output import to_json
+    from golf.output import FORMATS, to_json
     from golf.store import Store, run_to_dict
 
-    if fmt not in ("table", "json"):
-        raise GolfError(f"--format {fmt}: expected table or json")
+    if fmt not in FORMATS:
+        raise GolfError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
     store = Store(db, create=False)
     store.reconcile_stale()
     found = store.resolve_run(run)
@@ -40,7 +42,7 @@ def show(
         data["curve"] = [{k: getattr(s, k) for k in CURVE_KEYS} for s in steps]
         typer.echo(to_json(data))
         return
-    typer.echo(_table_text(found, steps, bytes_))
+    typer.echo(_table_text(found, steps, bytes_, fmt))
 
 
 def byte_rows(run: Run) -> list[dict[str, Any]]:
@@ -60,7 +62,7 @@ def byte_rows(run: Run) -> list[dict[str, Any]]:
     return rows
 
 
-def _table_text(run: Run, steps: list[Step], with_bytes: bool) -> str:
+def _table_text(run: Run, steps: list[Step], with_bytes: bool, fmt: str = "table") -> str:
     from golf.output import Col, fint, fnum, render, text_of
 
     def fmt_value(value: Any) -> str:
@@ -97,13 +99,13 @@ def _table_text(run: Run, steps: list[Step], with_bytes: bool) -> str:
         ("eval_time_ms", run.eval_time_ms), ("peak_mem_mib", run.peak_mem_mib), ("model_params", run.model_params),
     ]
     kv = [Col("key", "field"), Col("value", "value", fmt_value)]
-    parts = [render([{"key": k, "value": v} for k, v in about if v is not None], kv, "table", title="run"),
-             render([{"key": k, "value": v} for k, v in results if v is not None], kv, "table", title="results")]
+    sections: list[tuple[str, list[dict[str, Any]], list[Col]]] = [
+        ("run", [{"key": k, "value": v} for k, v in about if v is not None], kv),
+        ("results", [{"key": k, "value": v} for k, v in results if v is not None], kv)]
     changed = _non_default_knobs(run)
     if changed:
-        parts.append(render([{"key": k, "value": v} for k, v in changed.items()], kv, "table",
-                            title="knobs (not at their defaults)"))
-    if steps:
+        sections.append(("knobs (not at their defaults)", [{"key": k, "value": v} for k, v in changed.items()], kv))
+    if steps and fmt != "csv":
         shown = [s for s in steps if s.val_bpb is not None or s.val_loss is not None]
         if steps[-1] not in shown:
             shown.append(steps[-1])
@@ -112,19 +114,28 @@ def _table_text(run: Run, steps: list[Step], with_bytes: bool) -> str:
                       Col("train_time_ms", "train_time", fmt=lambda v: f"{v / 1000:.1f} s", justify="right"),
                       Col("step_avg_ms", "ms/step", fmt=fnum(2), justify="right")]
         title = f"curve (validation steps and the last of {len(steps)} logged; --format json for all)"
-        parts.append(render([s.model_dump() for s in shown], curve_cols, "table", title=title))
-    if with_bytes:
-        rows = byte_rows(run)
-        if rows:
-            def over(value: Any, row: dict[str, Any]) -> str | None:
-                return "red bold" if row["group"] == "headroom" and value < 0 else None
+        sections.append((title, [s.model_dump() for s in shown], curve_cols))
+    bytes_rows = byte_rows(run) if with_bytes else []
+    if bytes_rows:
+        def over(value: Any, row: dict[str, Any]) -> str | None:
+            return "red bold" if row["group"] == "headroom" and value < 0 else None
 
-            cols = [Col("group"), Col("bytes", fmt=fint, justify="right", style=over),
-                    Col("share", "share %", fmt=fnum(2), justify="right")]
-            parts.append(render(rows, cols, "table", title="bytes"))
+        cols = [Col("group"), Col("bytes", fmt=fint, justify="right", style=over),
+                Col("share", "share %", fmt=fnum(2), justify="right")]
+        sections.append(("bytes", bytes_rows, cols))
+    if fmt == "csv":  # one table: section, field, value (raw numbers)
+        flat = [{"section": title.split(" (")[0], "key": row.get("key", row.get("group")),
+                 "value": row.get("value", row.get("bytes"))} for title, rows, _ in sections for row in rows]
+        return render(flat, [Col("section"), Col("key", "field"), Col("value")], "csv")
+    parts = []
+    for title, rows, cols in sections:
+        if fmt == "md":
+            parts += [f"### {title}", "", render(rows, cols, "md"), ""]
         else:
-            parts.append("bytes: the log reports no sizes")
-    return "\n".join(parts)
+            parts.append(render(rows, cols, "table", title=title))
+    if with_bytes and not bytes_rows:
+        parts.append("bytes: the log reports no sizes")
+    return "\n".join(parts).rstrip("\n")
 
 
 def _non_default_knobs(run: Run) -> dict[str, str]:
