@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from golf.logparse.events import MARKERS, match_event
+
 STAGES = ("pre_quant", "post_quant", "sliding", "post_ttt")
 # The final score is the last stage a run reached, in this order of precedence.
 FINAL_PRECEDENCE = ("post_ttt", "sliding", "post_quant", "pre_quant")
@@ -25,10 +27,15 @@ _STEP_HEAD = re.compile(r"^(?:step:\s*(\d+)/(\d+)|(\d+)/(\d+)(?=\s))(.*)$")
 _FIELD = re.compile(r"([A-Za-z_/]+):\s*(" + _NUM + r")(ms|m|s)?\b")
 
 # -- evaluation results: `<label> val_loss:X val_bpb:Y ...` (also `=` in ttt_sliding:done)
+# The label may carry `:`/`()` (`ttt:done`, `final_int6_lzma_roundtrip(ttt_lora)`) and trailing `key:value` settings
+# (`final_sliding_window_eval stride:64`); some logs print val_bpb alone (`final_sliding_window val_bpb:1.0902 ...`).
+_LABEL = r"(?P<label>[A-Za-z][\w\-.:() ]*?)"
 _RESULT = re.compile(
-    r"^(?P<label>[A-Za-z][\w\-. ]*?)\s+(?:sliding\s+)?val_loss[:=]\s*(?P<loss>" + _NUM + r")\s+"
+    r"^" + _LABEL + r"\s+(?:sliding\s+)?val_loss[:=]\s*(?P<loss>" + _NUM + r")\s+"
     r"(?:sliding\s+)?val_bpb[:=]\s*(?P<bpb>" + _NUM + r")(?P<rest>.*)$"
 )
+_RESULT_BPB_ONLY = re.compile(r"^" + _LABEL + r"\s+val_bpb[:=]\s*(?P<bpb>" + _NUM + r")(?P<rest>(?:\s.*)?)$")
+_SETTING = re.compile(r"^[A-Za-z_]+[:=]\S+$")
 _EVAL_TIME = re.compile(r"(?:eval_time|elapsed|time)[:=]\s*(" + _NUM + r")(ms|s)\b")
 
 _SERIALIZED = re.compile(r"^Serialized model(?: (?P<label>\S+?))?:\s*(?P<n>\d+) bytes")
@@ -66,20 +73,27 @@ _RUN_START = re.compile(r"^(?:Hyperparameters:\s*$|model_params:|warmup_step:\s*
 _OLD_CONFIG_KEYS = {
     "train_batch_tokens", "train_seq_len", "iterations", "warmup_steps", "max_wallclock_seconds", "seed",
     "world_size", "grad_accum_steps", "embed_lr", "head_lr", "matrix_lr", "scalar_lr", "tie_embeddings",
-    "num_heads", "num_kv_heads",
+    "num_heads", "num_kv_heads", "mtp_num_heads", "mtp_loss_weight", "qat",
 }
+# TTT settings some trainers print on their own line after the header (`ttt_lora_alpha: 144.0`): configuration.
+_TTT_SETTING = re.compile(r"^(ttt_[a-z_]+):\s(\S+)$")
 
 
 def stage_of(label: str) -> str | None:
-    """Map an evaluation-result label (any of the challenge's ~27 spellings) to a stage, or None."""
+    """Map an evaluation-result label (any of the challenge's spellings) to a stage, or None."""
     low = label.strip().lower()
     low = low.removesuffix("_exact")
+    if "prequant" in low or "pre_quant" in low or "pre-quant" in low or low.startswith("diagnostic") and \
+            "quantized" not in low.replace("pre-quantization", ""):
+        # pre-quantization scores, also after a pre-quant TTT (`post-prequant-ttt`) or a diagnostic pass on the
+        # float weights (`DIAGNOSTIC post_ema`, `DIAGNOSTIC post_sdttt`): none of them is the shipped model's score
+        return "pre_quant"
     if "ttt" in low:
-        # pre-quant TTT diagnostics would still be post-TTT scores; every TTT label scores after adapting
         return "post_ttt"
-    if "sliding" in low:
+    if "sliding" in low or "ngram" in low or "mixer" in low:
+        # n-gram caches and expert mixers score on top of the sliding window (printed after the plain sliding line)
         return "sliding"
-    if "post_ema" in low or "post-ema" in low or "pre-quant" in low or low in ("pre_quant", "prequant"):
+    if "post_ema" in low or "post-ema" in low or low in ("prequant",):
         return "pre_quant"
     if "roundtrip" in low or low in ("quantized", "diagnostic quantized", "final_temped"):
         return "post_quant"
@@ -88,11 +102,12 @@ def stage_of(label: str) -> str | None:
 
 @dataclass
 class StageValue:
-    val_loss: float
+    val_loss: float | None
     val_bpb: float
     exact: bool
     label: str
     eval_time_ms: float | None = None
+    decimals: int = 4  # how precisely the log printed val_bpb (8 for `_exact` lines): finer prints win
 
 
 @dataclass
@@ -115,13 +130,17 @@ class ParsedRun:
     code_bytes: int | None = None
     total_bytes: int | None = None
     quant_label: str | None = None
-    eval_time_ms: float | None = None
+    eval_time_ms: float | None = None  # golf's count: every evaluation after training (total_eval_time if printed)
+    record_eval_time_ms: float | None = None  # the records' count: the final scoring pass (the TTT loop for TTT)
     ttt_time_ms: float | None = None
     stop_reason: str | None = None
     diverged: bool = False
     non_record_reason: str | None = None
     bytes_breakdown: dict[str, int] | None = None
     header: dict[str, str] = field(default_factory=dict)
+    events: dict[str, Any] = field(default_factory=dict)  # golf.logparse.events: data, GPTQ, compression, TTT
+    evidence: dict[str, str] = field(default_factory=dict)  # compliance evidence: kind -> the log line that shows it
+    unplaced: list[tuple[int, str]] = field(default_factory=list)  # (line number, line) nothing could place
     malformed: int = 0
     lines: int = 0
 
@@ -162,12 +181,37 @@ class ParsedRun:
     def has_content(self) -> bool:
         return bool(self.curve or self.stages or self.steps is not None)
 
+    @property
+    def eval_only(self) -> bool:
+        """An evaluation of a saved artifact: no training steps, a score, or the trainer says so."""
+        return bool(self.events.get("eval_only")) or (self.complete and not any(
+            "train_loss" in row for row in self.curve.values()) and self.steps in (None, 0))
+
+
+# Adapt-first TTT trains whole epochs on the validation tokens before one scoring pass; pre-quant TTT trains on
+# them before quantization. Either scores tokens the model has already trained on (non-record, facts §4).
+_ADAPT_FIRST = re.compile(r"^(?:sd)?ttt_epoch:\s*(\d+)/(\d+)\s.*\btime:\s*(" + _NUM + r")s")
+_PREQUANT_TTT = re.compile(r"^(?:pre_?quant_ttt|pre-quant ttt)\b", re.IGNORECASE)
+_PREQUANT_TTT_KNOBS = ("prequant_ttt_enabled", "pre_quant_ttt", "pre_quant_ttt_enabled", "prequant_ttt")
+# TTT loop durations printed beside (or instead of) an eval_time on the result line.
+_TTT_DONE = re.compile(r"^ttt(?:_sliding)?:(?:done|completed)\b.*?\b(?:time|elapsed)[:=]\s*(" + _NUM + r")(ms|s)\b")
+_TTT_PHASE_WALL = re.compile(r"^phase:ttt_eval wall_ms:(\d+)")
+# Lines that are nobody's data: runtime noise, nvidia-smi tables, separators, progress of warm-ups.
+_NOISE = re.compile(
+    r"^(?:[|+=\-_*#>]|Running (?:Python|PyTorch)|nohup:|logs/\S+\.txt$|Source code:|(?:loop_|base_|recur_)?warmup"
+    r"(?:_step)?[:\s]|warmup:|(?:[A-Z][a-z]{2} ){2}|NVIDIA-SMI|\d+\s*$|exit$|LOG_END)")
+_CODE_LIKE = re.compile(
+    r"^(?:def |class |import |from \S+ import|if |elif |else:|for |while |try:|except|finally:|with |return\b|@|"
+    r"\"\"\"|'''|[A-Za-z_][\w.]*\s*(?:[-+*/]?=|\()|\)|\]|\})")
+_UNPLACED_CAP = 500
+
 
 class LogParser:
     """Incremental parser: feed lines, read `.run` at any time."""
 
-    def __init__(self) -> None:
+    def __init__(self, unplaced_cap: int | None = _UNPLACED_CAP) -> None:
         self.run = ParsedRun()
+        self._unplaced_cap = unplaced_cap  # the launcher streams long logs: keep a bounded sample
         self._in_hparams = False
         self._sliding_seen = False
         self._eval_mode_sliding = False
@@ -177,6 +221,8 @@ class LogParser:
         self._eval_times: dict[str, float] = {}
         self._total_eval_ms: float | None = None
         self._tok_s_logged: float | None = None
+        self._ttt_loop_ms: float | None = None  # from `ttt:done time=`, `elapsed=`, adapt-first epochs
+        self._last_short: tuple[str, float | None, float] | None = None  # stage, loss, bpb of the last 4-decimal line
 
     # -- public
     def feed(self, raw: str) -> None:
@@ -186,42 +232,67 @@ class LogParser:
             row = _HP_ROW.match(line)
             if row:
                 self.run.config[row.group(1).lower()] = row.group(2).strip()
+                self._knob_evidence(row.group(1).lower(), row.group(2).strip(), line)
                 return
             self._in_hparams = False
         if not line or line[0] in "W[" and not line.startswith("W_"):
             return  # torchrun/NCCL warnings and bracketed runtime noise
         try:
-            self._dispatch(line)
+            placed = self._dispatch(line)
         except (ValueError, IndexError, OverflowError):
             self.run.malformed += 1
+            placed = True
+        if not placed:
+            self._unplaced(line)
         self._finish()
 
     # -- internals
-    def _dispatch(self, line: str) -> None:
+    def _dispatch(self, line: str) -> bool:
+        """Place one line; False when nothing in the parser knows it."""
         stripped = line.strip()
         if _HP_HEADER.match(line):
             self._in_hparams = True
-            return
+            return True
         if self._step_line(stripped):
-            return
-        result = _RESULT.match(stripped)
+            return True
+        result = _RESULT.match(stripped) or _RESULT_BPB_ONLY.match(stripped)
         if result:
-            self._result(result, stripped)
-            return
+            return self._result(result, stripped)
         for pattern, handler in self._handlers:
             m = pattern.match(stripped)
             if m:
                 handler(self, m)
-                return
+                return True
+        event = match_event(stripped)
+        if event is not None:
+            self._event(*event)
+            return True
+        setting = _TTT_SETTING.match(stripped)
+        if setting:
+            self.run.config[setting.group(1)] = setting.group(2)
+            return True
+        if MARKERS.match(stripped):
+            return True
         if _DAMAGED.match(stripped):
             self.run.malformed += 1
-            return
+            return True
         kv = _KV_LINE.match(stripped)
         if kv:
+            known = False
             for key, value in _KV_PAIR.findall(stripped):
                 if key in _OLD_CONFIG_KEYS:
                     # what the run actually used (e.g. grad_accum_steps:8 where the knob said 0 = auto)
                     self.run.config[key] = value
+                    known = True
+            return known
+        return False
+
+    def _unplaced(self, line: str) -> None:
+        stripped = line.strip()
+        if line[:1].isspace() or _NOISE.match(stripped) or _CODE_LIKE.match(stripped):
+            return  # indented lines, source code and runtime noise are nobody's data
+        if self._unplaced_cap is None or len(self.run.unplaced) < self._unplaced_cap:
+            self.run.unplaced.append((self.run.lines, stripped))
 
     def _step_line(self, line: str) -> bool:
         head = _STEP_HEAD.match(line)
@@ -229,7 +300,7 @@ class LogParser:
             return False
         step = int(head.group(1) or head.group(3))
         total = int(head.group(2) or head.group(4))
-        fields = {k: (float(v), unit) for k, v, unit in _FIELD.findall(head.group(5))}
+        fields = {k: (float(v.replace(",", "")), unit) for k, v, unit in _FIELD.findall(head.group(5))}
         if not fields:
             if head.group(1):  # `step:N/M` with nothing we can read: a damaged line
                 self.run.malformed += 1
@@ -250,9 +321,22 @@ class LogParser:
                 row["step_avg_ms"] = value
             elif key == "tok/s":
                 self._tok_s_logged = value
+                self._from_tokens_per_s(step, row, value, fields.get("train_time"))
         if "train_loss" in row or "val_loss" in row:
             self._note_progress(step, row)
         return True
+
+    def _from_tokens_per_s(self, step: int, row: dict[str, float], tok_s: float,
+                           train_time: tuple[float, str | None] | None) -> None:
+        """04-xx lines print train time in tenths of a minute but tok/s (step·batch/elapsed) to the token: with the
+        batch size known, tok/s gives the elapsed time and the step time to the millisecond."""
+        batch = _float(self.run.config.get("train_batch_tokens"))
+        if not batch or tok_s <= 0 or step <= 0:
+            return
+        if train_time is not None and train_time[1] not in ("m", "s"):
+            return  # the line already gives milliseconds
+        row["train_time_ms"] = step * batch / tok_s * 1000.0
+        row["step_avg_ms"] = batch / tok_s * 1000.0
 
     def _note_progress(self, step: int, row: dict[str, float]) -> None:
         if self.run.steps is None or step >= self.run.steps:
@@ -260,37 +344,64 @@ class LogParser:
             if "train_time_ms" in row:
                 self.run.train_time_ms = row["train_time_ms"]
 
-    def _result(self, m: re.Match[str], line: str) -> None:
-        label = m.group("label").strip()
-        loss, bpb = float(m.group("loss")), float(m.group("bpb"))
+    def _result(self, m: re.Match[str], line: str) -> bool:
+        label = _clean_label(m.group("label"))
+        loss = float(m.group("loss")) if "loss" in m.groupdict() else None
+        bpb_text = m.group("bpb")
+        bpb = float(bpb_text)
         rest = m.group("rest")
         stage = stage_of(label)
         if label.lower().startswith("final_int8_zlib_roundtrip") and " sliding" in line:
             stage = "sliding"
         if stage is None:
-            return
+            return False
         base = label.lower().removesuffix("_exact")
-        if stage == "post_quant" and base == "final_int8_zlib_roundtrip":
+        decimals = 8 if label.lower().endswith("_exact") else _decimals(bpb_text)
+        short = self._last_short
+        if decimals >= 6 and short is not None and _rounds_to(bpb, short[2]) and \
+                (loss is None or short[1] is None or _rounds_to(loss, short[1])):
+            stage = short[0]  # the precise twin of the short line just before it, whatever its label says
+        elif stage == "post_quant" and base == "final_int8_zlib_roundtrip":
             if self._eval_mode_sliding:
                 stage = "sliding"
             elif self._sliding_seen or "post_ttt" in self.run.stages:
-                return  # legacy alias re-printed with the sliding-window numbers: not a roundtrip score
-        exact = label.lower().endswith("_exact") or _precise(m.group("bpb"))
+                return True  # legacy alias re-printed with the sliding-window numbers: not a roundtrip score
+        self._last_short = (stage, loss, bpb) if decimals <= 4 else None
         current = self.run.stages.get(stage)
-        if current is not None and current.exact and not exact:
-            return
+        if stage == "pre_quant" and current is not None and "ttt" in base:
+            return True  # a score after pre-quant TTT is not the pre-quant model's (the adaptation is evidence)
+        if "prequant" in base.replace("-", "").replace("_", "") and "ttt" in base:
+            self.run.evidence.setdefault("prequant_ttt", line)
         eval_ms = None
         t = _EVAL_TIME.search(rest)
         if t:
             eval_ms = float(t.group(1)) * (1000.0 if t.group(2) == "s" else 1.0)
             self._eval_times[stage] = eval_ms
+            if stage == "post_ttt":
+                self._ttt_loop_ms = eval_ms
         elif current is not None:
             eval_ms = current.eval_time_ms
-        self.run.stages[stage] = StageValue(loss, bpb, exact, label, eval_ms)
+        if current is not None and current.decimals > decimals:
+            # a coarser print of a score already read precisely: only its timing is news
+            current.eval_time_ms = eval_ms
+            return True
+        self.run.stages[stage] = StageValue(loss, bpb, decimals >= 6, label, eval_ms, decimals)
         if stage == "sliding":
             self._sliding_seen = True
-        if stage == "post_ttt" and eval_ms is not None:
-            self.run.ttt_time_ms = eval_ms
+        return True
+
+    def _knob_evidence(self, key: str, value: str, line: str) -> None:
+        if key in _PREQUANT_TTT_KNOBS and value.strip().lower() in ("1", "true", "yes", "on"):
+            self.run.evidence.setdefault("prequant_ttt", line.strip())
+
+    def _event(self, event: Any, values: dict[str, Any]) -> None:
+        for key, value in values.items():
+            if key.endswith("_logged"):
+                self.run.events[key] = self.run.events.get(key, 0) + value
+            else:
+                self.run.events[key] = value
+        if "val_tokens" in values:
+            self.run.val_tokens = values["val_tokens"]
 
     def _serialized_line(self, m: re.Match[str]) -> None:
         self._serialized[m.group("label")] = int(m.group("n"))
@@ -332,7 +443,20 @@ class LogParser:
         self._total_eval_ms = float(m.group(1)) * 1000.0
 
     def _ttt_time(self, m: re.Match[str]) -> None:
-        self.run.ttt_time_ms = float(m.group(1))
+        self._ttt_loop_ms = float(m.group(1))
+
+    def _ttt_done(self, m: re.Match[str]) -> None:
+        self._ttt_loop_ms = float(m.group(1)) * (1.0 if m.group(2) == "ms" else 1000.0)
+
+    def _ttt_phase_wall(self, m: re.Match[str]) -> None:
+        self._ttt_loop_ms = max(self._ttt_loop_ms or 0.0, float(m.group(1)))
+
+    def _adapt_first(self, m: re.Match[str]) -> None:
+        self.run.evidence.setdefault("adapt_first_ttt", m.group(0))
+        self._ttt_loop_ms = float(m.group(3)) * 1000.0  # cumulative: the last epoch's time is the adaptation's
+
+    def _prequant_ttt(self, m: re.Match[str]) -> None:
+        self.run.evidence.setdefault("prequant_ttt", m.string)
 
     def _breakdown(self, m: re.Match[str]) -> None:
         self.run.bytes_breakdown = {k: int(v) for k, v in _KV_PAIR.findall(m.group(1))}
@@ -368,6 +492,10 @@ class LogParser:
         (_STOP, _stop),
         (_TOTAL_EVAL, _total_eval),
         (_TTT_TIME, _ttt_time),
+        (_TTT_DONE, _ttt_done),
+        (_TTT_PHASE_WALL, _ttt_phase_wall),
+        (_ADAPT_FIRST, _adapt_first),
+        (_PREQUANT_TTT, _prequant_ttt),
         (_BREAKDOWN, _breakdown),
         (_DIVERGED, _diverged),
         (_NON_RECORD, _non_record),
@@ -398,11 +526,7 @@ class LogParser:
         if run.total_bytes is not None and run.model_bytes is not None and code is not None and "compressed" in \
                 self._code and run.total_bytes != run.model_bytes + code:
             run.total_bytes = run.model_bytes + code  # logs that count the packed code size add it themselves
-        if self._total_eval_ms is not None:
-            run.eval_time_ms = self._total_eval_ms
-        elif self._eval_times:
-            run.eval_time_ms = sum(v for k, v in self._eval_times.items() if k != "pre_quant") or \
-                sum(self._eval_times.values())
+        self._eval_totals()
         if run.steps:
             logged = self.run.curve.get(run.steps, {}).get("step_avg_ms")
             if logged is not None:
@@ -416,10 +540,42 @@ class LogParser:
             if batch:
                 run.tokens_per_s = batch / (run.step_avg_ms / 1000.0)
 
+    def _eval_totals(self) -> None:
+        """golf's eval time (all scoring after training, plus a TTT loop no result line timed) and the records' (the
+        final scoring pass: the TTT loop for a TTT result, else the final stage's own eval_time)."""
+        run = self.run
+        run.ttt_time_ms = self._ttt_loop_ms
+        if self._total_eval_ms is not None:
+            run.eval_time_ms = self._total_eval_ms
+        elif self._eval_times or self._ttt_loop_ms is not None:
+            after_training = {k: v for k, v in self._eval_times.items() if k != "pre_quant"}
+            total = sum(after_training.values()) if after_training else sum(self._eval_times.values())
+            if self._ttt_loop_ms is not None and "post_ttt" not in self._eval_times:
+                total += self._ttt_loop_ms
+            run.eval_time_ms = total
+        final = run.final_stage
+        if final == "post_ttt" and self._ttt_loop_ms is not None:
+            run.record_eval_time_ms = self._ttt_loop_ms
+        elif final is not None:
+            run.record_eval_time_ms = run.stages[final].eval_time_ms
+        else:
+            run.record_eval_time_ms = None
 
-def _precise(text: str) -> bool:
-    """Eight decimals mark an exact value even without the `_exact` suffix (04-01 logs)."""
-    return "." in text and len(text.split(".")[1]) >= 6
+
+def _clean_label(text: str) -> str:
+    """The label without the settings some logs print between it and val_loss (`stride:64`)."""
+    words = text.strip().split()
+    return " ".join([words[0]] + [w for w in words[1:] if not _SETTING.match(w)]) if words else ""
+
+
+def _rounds_to(exact: float, short: float) -> bool:
+    """Whether an 8-decimal value prints as the 4-decimal one (the `_exact` twin of a short result line)."""
+    return abs(exact - short) <= 0.00005 + 1e-12
+
+
+def _decimals(text: str) -> int:
+    """Decimals printed: eight mark an exact value even without the `_exact` suffix (04-01 logs)."""
+    return len(text.split(".")[1]) if "." in text else 0
 
 
 def _float(value: str | None) -> float | None:

@@ -16,6 +16,9 @@ def ingest(
                                 "record folder (with submission.json) becomes one group.")],
     update: Annotated[bool, typer.Option("--update", help="Parse already-ingested logs again and replace their runs.")
                       ] = False,
+    explain: Annotated[bool, typer.Option("--explain", help="Write nothing: list the lines of each log that golf "
+                                                            "could not place (one row per family of lines).")
+                       ] = False,
     fmt: FormatOption = "table",
     db: DbOption = None,
 ) -> None:
@@ -26,12 +29,17 @@ def ingest(
     Ingesting the same bytes twice adds nothing; identical copies count once.
 
     Example: golf ingest ../parameter-golf/records/track_10min_16mb
+
+    Example: golf ingest --explain ../parameter-golf/records/track_10min_16mb/2026-03-17_NaiveBaseline/train.log
     """
     from golf.errors import GolfError
     from golf.output import FORMATS, Col, render
 
     if fmt not in FORMATS:
         raise GolfError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
+    if explain:
+        _explain(paths, fmt)
+        return
     from golf.ingest import ingest_paths
     from golf.store import Store, run_to_dict
 
@@ -59,3 +67,13 @@ def ingest(
                    justify="right"),
                Col("steps", justify="right"), Col("malformed_lines", "bad lines", justify="right")]
     typer.echo(render(runs, columns, fmt, title="ingested runs"))
+
+
+def _explain(paths: list[Path], fmt: str) -> None:
+    from golf.ingest.explain import explain
+    from golf.output import Col, render
+
+    rows = explain(paths)
+    typer.echo(f"{len(rows)} unplaced line famil{'y' if len(rows) == 1 else 'ies'}", err=True)
+    columns = [Col("file"), Col("line", justify="right"), Col("repeats", justify="right"), Col("text")]
+    typer.echo(render(rows, columns, fmt, title="lines golf could not place", json_rows=rows))
