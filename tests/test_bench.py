@@ -89,6 +89,20 @@ def test_report_of_a_logged_run_gives_median_throughput_mfu_and_sliding_speed() 
     assert report["attention"] == "fa4"  # what ran, not the knob's "auto"
 
 
+def test_a_cpu_run_has_no_mfu_against_the_h100_unless_a_peak_is_given() -> None:
+    parsed = parse_text(LOG)
+    run = SimpleNamespace(id="r1", name="cpu-bench-s1", spec_name="smoke", command=None, gpu_name=None, gpu_count=0,
+                          torch_version="2.13", code_hash="abc", git_commit=None, status="completed", steps=40,
+                          config=_pr549_knobs(), peak_mem_mib=None, peak_mem_reserved_mib=None, pre_quant_bpb=1.2,
+                          post_quant_bpb=1.21, sliding_bpb=1.18)
+    report = bench_report(run, parsed, skip=10)
+    assert report["mfu"] is None and report["peak_tflops"] is None and report["tflops"] > 0
+    given = bench_report(run, parsed, skip=10, peak_tflops=2.0)
+    assert given["mfu"] == pytest.approx(given["tflops"] / 2.0)
+    run.gpu_name = "H100"
+    assert bench_report(run, parsed, skip=10)["peak_tflops"] == 778.0  # a GPU run: the H100's rate by default
+
+
 @pytest.mark.slow
 def test_bench_cli_runs_a_spec_records_it_and_reports_from_its_steps(sample_data, workdir: Path, db: Path) -> None:
     out = workdir / "bench.json"

@@ -148,6 +148,36 @@ def test_hub_failures_are_one_line(hub: FakeHub, tmp_path: Path) -> None:
                                                      "datasets/datasets/fineweb10B_sp1024/fineweb_train_000000.bin")
 
 
+def test_the_hubs_retry_warnings_are_not_printed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    http_logger = logging.getLogger("huggingface_hub.utils._http")  # where the hub logs each retry
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    def offline(**_kwargs: object) -> str:
+        for attempt in range(1, 6):
+            http_logger.warning(f"Retrying in {2 ** attempt}s [Retry {attempt}/5].")
+        raise OSError("Name or service not known")
+
+    handler = Keep()
+    http_logger.addHandler(handler)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    try:
+        result = runner.invoke(app, ["data", "fetch", "--out", str(tmp_path / "data")])
+        http_logger.warning("after golf: printed again")
+    finally:
+        http_logger.removeHandler(handler)
+    assert result.exit_code == 2
+    assert seen == ["after golf: printed again"]  # silenced while golf downloads, restored afterwards
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert errors == ["golf: error: willdepueoai/parameter-golf: cannot download datasets/manifest.json: "
+                      "Name or service not known"]
+
+
 def test_cli_fetch(hub: FakeHub, tmp_path: Path) -> None:
     result = runner.invoke(app, ["data", "fetch", "--variant", "sp1024", "--train-shards", "1",
                                  "--out", str(tmp_path / "data")])

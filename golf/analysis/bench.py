@@ -70,8 +70,12 @@ def model_flops_per_token(config: Mapping[str, str]) -> dict[str, float]:
 
 
 def bench_report(run: Any, parsed: ParsedRun, skip: int = LOG_EVERY,
-                 peak_tflops: float = PEAK_TFLOPS) -> dict[str, Any]:
-    """The benchmark figures of one recorded run (a `Run` row and its parsed log)."""
+                 peak_tflops: float | None = None) -> dict[str, Any]:
+    """The benchmark figures of one recorded run (a `Run` row and its parsed log). MFU is taken against
+    `peak_tflops`, by default the H100's rate for a GPU run; a CPU run has no such peak: MFU is None unless
+    a peak is given."""
+    if peak_tflops is None and run.gpu_name:
+        peak_tflops = PEAK_TFLOPS
     windows = window_step_ms(parsed.curve, skip)
     if not windows:
         raise GolfError(f"run {run.name}: no timed steps after step {skip} (the run logged "
@@ -109,7 +113,7 @@ def bench_report(run: Any, parsed: ParsedRun, skip: int = LOG_EVERY,
         "flops_terms": flops,
         "tflops": tflops,
         "peak_tflops": peak_tflops,
-        "mfu": tflops / peak_tflops,
+        "mfu": tflops / peak_tflops if peak_tflops else None,  # None: a CPU run, no peak to compare with
         "peak_mem_mib": run.peak_mem_mib,
         "peak_mem_reserved_mib": run.peak_mem_reserved_mib,
         "grad_accum_steps": _int(parsed.config.get("grad_accum_steps")),

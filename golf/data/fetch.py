@@ -8,11 +8,13 @@ tokenizer entry names (`tokenizers/...`). Local layout under `out` (default `./d
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -53,14 +55,28 @@ def _remote(rel: str) -> str:
     return f"{prefix}/{rel}" if prefix else rel
 
 
+@contextlib.contextmanager
+def _quiet_hub() -> Iterator[None]:
+    """The hub logs a warning per retry ("Retrying in 4s [Retry 3/5]") before it gives up: golf reports the
+    outcome in one line instead, so its loggers say nothing below an error while golf downloads."""
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub_logger.setLevel(level)
+
+
 def _download(repo: str, remote_path: str) -> Path:
     """One file from the hub's cache (downloaded if needed); returns the cached file."""
     from huggingface_hub import hf_hub_download  # imported here: slow, and tests replace it
 
     path = PurePosixPath(remote_path)
     try:
-        cached = hf_hub_download(repo_id=repo, filename=path.name, repo_type="dataset",
-                                 subfolder=str(path.parent) if str(path.parent) != "." else None)
+        with _quiet_hub():
+            cached = hf_hub_download(repo_id=repo, filename=path.name, repo_type="dataset",
+                                     subfolder=str(path.parent) if str(path.parent) != "." else None)
     except Exception as exc:  # the hub raises many types (network, 404, auth); report them as one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise GolfError(f"{repo}: cannot download {remote_path}: {first}") from None

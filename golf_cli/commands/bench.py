@@ -26,8 +26,9 @@ def bench(
     nproc: NprocOption = None,
     out: Annotated[Optional[Path], typer.Option("--out", metavar="FILE.json",
                                                 help="Also write the report here.")] = None,
-    peak_tflops: Annotated[float, typer.Option("--peak-tflops", min=1.0,
-                                               help="Matmul peak the MFU is taken against (TFLOP/s).")] = 778.0,
+    peak_tflops: Annotated[Optional[float], typer.Option(
+        "--peak-tflops", min=1.0, help="Matmul peak the MFU is taken against (TFLOP/s; default on a GPU: 778, the "
+                                       "H100's bf16 rate; on a CPU: none, MFU n/a).")] = None,
     fmt: FormatOption = "table",
     db: DbOption = None,
 ) -> None:
@@ -70,6 +71,8 @@ def bench(
 
 
 def _text(value: object) -> str:
+    if value is None:
+        return "n/a"
     if isinstance(value, float):
         return f"{value:,.4g}" if abs(value) < 1000 else f"{value:,.0f}"
     return "" if value is None else str(value)
