@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -127,10 +128,48 @@ def test_tokenizer_from_set_when_the_folder_has_several(workdir: Path, tiny_data
     other = tokenizers / "fineweb_4096_bpe.model"
     other.write_bytes(b"4096")
     spec = load_spec(spec_file(workdir, tiny_data))
-    with pytest.raises(GolfError, match="several tokenizers in .*fineweb_1024_bpe.model, fineweb_4096_bpe.model"):
-        plan_runs(spec, None)
+    # the folder is …_sp1024: its tokenizer is the 1024 one, unless --set says otherwise
+    assert plan_runs(spec, None)[0].tokenizer_path == str((tokenizers / "fineweb_1024_bpe.model").resolve())
     plan = plan_runs(apply_overrides(spec, sets={"TOKENIZER_PATH": str(other)}), None)[0]
     assert plan.tokenizer_path == str(other.absolute()) == plan.knobs["TOKENIZER_PATH"]
+    (tokenizers / "fineweb_1024_bpe.model").unlink()
+    (tokenizers / "fineweb_8192_bpe.model").write_bytes(b"8192")
+    with pytest.raises(GolfError, match="several tokenizers in .*fineweb_4096_bpe.model, fineweb_8192_bpe.model"):
+        plan_runs(spec, None)
+
+
+def test_tokenizer_matching_the_shards_vocabulary(workdir: Path, tmp_path: Path) -> None:
+    """The challenge's layout (and ../shared/data): two shard folders, two tokenizers side by side."""
+    from golf.trainer.shards import write_shard
+
+    root = tmp_path / "two"
+    for vocab in (1024, 8192):
+        shards = root / "datasets" / f"fineweb10B_sp{vocab}"
+        shards.mkdir(parents=True)
+        write_shard(shards / "fineweb_train_000000.bin", np.arange(1, 200) % vocab)
+        write_shard(shards / "fineweb_val_000000.bin", np.arange(1, 100) % vocab)
+        (root / "tokenizers").mkdir(exist_ok=True)
+        (root / "tokenizers" / f"fineweb_{vocab}_bpe.model").write_bytes(b"t")
+    sp8192 = root / "datasets" / "fineweb10B_sp8192"
+    spec = load_spec(spec_file(workdir, sp8192, extra="", name="big"))
+    with pytest.raises(GolfError, match=r"sp8192 .* VOCAB_SIZE is 1024; add --set VOCAB_SIZE=8192"):
+        plan_runs(spec, None)  # the model's default vocabulary does not fit these shards
+    plan = plan_runs(apply_overrides(spec, sets={"VOCAB_SIZE": "8192"}), None)[0]
+    assert plan.tokenizer_path == str((root / "tokenizers" / "fineweb_8192_bpe.model").resolve())
+    small = plan_runs(load_spec(spec_file(workdir, root / "datasets" / "fineweb10B_sp1024", name="small")), None)[0]
+    assert small.tokenizer_path == str((root / "tokenizers" / "fineweb_1024_bpe.model").resolve())
+
+
+SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "datasets" / "docs_sp8192").is_dir(), reason="../shared/data is absent")
+def test_tokenizer_of_the_shared_data_layout(workdir: Path) -> None:
+    spec = load_spec(spec_file(workdir, SHARED_DATA / "datasets" / "docs_sp8192", name="docs"))
+    plan = plan_runs(apply_overrides(spec, sets={"VOCAB_SIZE": "8192"}), None)[0]
+    assert Path(plan.tokenizer_path).name == "docs_8192_bpe.model"
+    small = plan_runs(load_spec(spec_file(workdir, SHARED_DATA / "datasets" / "docs_sp1024", name="d1")), None)[0]
+    assert Path(small.tokenizer_path).name == "docs_1024_bpe.model"
 
 
 def test_multi_node_flags_reach_torchrun(workdir: Path, tiny_data: Path) -> None:

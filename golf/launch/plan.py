@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shlex
 import sys
 import uuid
@@ -110,18 +111,42 @@ def group_hash_of(config_hash: str, code_hash: str) -> str:
 
 # -- data ---------------------------------------------------------------------------------------------------------
 
-def infer_tokenizer(data_path: Path) -> Path:
-    """The tokenizer of a shard folder in the challenge's layout: the one *.model file in ../../tokenizers/."""
+def infer_tokenizer(data_path: Path, vocab_size: int | None = None) -> Path:
+    """The tokenizer of a shard folder in the challenge's layout: the *.model file in ../../tokenizers/. With several
+    (fineweb_1024_bpe.model and fineweb_8192_bpe.model side by side), the one whose vocabulary the folder's name
+    gives (`…_sp8192` → 8192, else `vocab_size`), which must agree with the model's `vocab_size`."""
     folder = data_path.parent.parent / "tokenizers"
     models = sorted(folder.glob("*.model")) if folder.is_dir() else []
-    if len(models) > 1:
-        names = ", ".join(m.name for m in models)
-        raise GolfError(f"data {display_path(data_path)}: several tokenizers in {display_path(folder)} ({names}); "
-                        "pick one with --set TOKENIZER_PATH=FILE")
     if not models:
         raise GolfError(f"data {display_path(data_path)}: no tokenizer (*.model) in {display_path(folder)}; "
                         "pass --set TOKENIZER_PATH=FILE")
-    return models[0].resolve()
+    if len(models) == 1:
+        return models[0].resolve()
+    names = ", ".join(m.name for m in models)
+    named = re.search(r"_sp(\d+)$", data_path.name)
+    folder_vocab = int(named.group(1)) if named else None
+    if folder_vocab is not None and vocab_size is not None and folder_vocab != vocab_size:
+        raise GolfError(f"data {display_path(data_path)}: the shards are sp{folder_vocab} (the folder's name) but "
+                        f"VOCAB_SIZE is {vocab_size}; add --set VOCAB_SIZE={folder_vocab}")
+    vocab = folder_vocab if folder_vocab is not None else vocab_size
+    matching = [m for m in models if vocab is not None and re.search(rf"(?<!\d){vocab}(?!\d)", m.stem)]
+    if len(matching) == 1:
+        return matching[0].resolve()
+    why = f"none or several name vocabulary {vocab}" if vocab is not None else "the folder's name gives no sp<VOCAB>"
+    raise GolfError(f"data {display_path(data_path)}: several tokenizers in {display_path(folder)} ({names}) and "
+                    f"{why}; pick one with --set TOKENIZER_PATH=FILE")
+
+
+def _vocab_size(spec: Spec) -> int | None:
+    """The model's vocabulary: the spec's VOCAB_SIZE, else (bundled trainer) the knob's default."""
+    text = spec.env_text().get("VOCAB_SIZE")
+    if text is not None:
+        return int(text) if text.strip().isdigit() else None
+    if not spec.bundled:
+        return None
+    from golf.trainer.hparams import KNOBS_BY_NAME
+
+    return int(KNOBS_BY_NAME["VOCAB_SIZE"].default)
 
 
 def resolve_data(spec: Spec, prepare: bool = True) -> tuple[Path, Path, bool]:
@@ -162,7 +187,7 @@ def resolve_data(spec: Spec, prepare: bool = True) -> tuple[Path, Path, bool]:
     elif kind == "path" and spec.data.tokenizer is not None:
         tokenizer = spec.data.tokenizer
     elif data_path.is_dir():
-        tokenizer = infer_tokenizer(data_path)
+        tokenizer = infer_tokenizer(data_path, _vocab_size(spec))
     else:
         tokenizer = data_path.parent.parent / "tokenizers" / "?.model"
 
