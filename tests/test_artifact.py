@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -11,6 +12,11 @@ from golf.trainer import artifact as A
 from golf.trainer.hparams import Hyperparameters, KnobError
 from golf.trainer.model import GPT
 from golf.trainer.runtime import Runtime
+
+
+def artifact_cfg(**changes: object) -> A.ArtifactConfig:
+    """The default knobs' artifact config with `changes`."""
+    return dataclasses.replace(A.ArtifactConfig.from_hp(Hyperparameters.resolve()), **changes)  # type: ignore[arg-type]
 
 
 def _matrix(rows: int, cols: int, seed: int = 0) -> torch.Tensor:
@@ -163,7 +169,7 @@ def test_pruning_applies_to_large_matrices_only_and_survives_gptq() -> None:
         "blocks.0.attn.c_q.weight": torch.randn(64, 64, generator=gen),  # small: untouched
         "blocks.0.attn_scale": torch.randn(64, generator=gen),
     }
-    cfg = A.ArtifactConfig(prune_ratio=0.25, use_gptq=True, group_bits={"embeddings": 8, "attention": 6, "mlp": 6,
+    cfg = artifact_cfg(prune_ratio=0.25, use_gptq=True, group_bits={"embeddings": 8, "attention": 6, "mlp": 6,
                                                                           "other": 6})
     x = _correlated_inputs(1024, 256)
     entries, stats = A.quantize_state(state, cfg, {"blocks.0.mlp.fc.weight": x.T @ x})
@@ -218,8 +224,8 @@ def _mixed_state() -> dict[str, torch.Tensor]:
 
 
 def _cfg(compressor: str = "zlib", shuffle: bool = False, level: int = 0) -> A.ArtifactConfig:
-    return A.ArtifactConfig(group_bits={"embeddings": 8, "attention": 6, "mlp": 5, "other": 12},
-                            compressor=compressor, level=level, byte_shuffle=shuffle)
+    return artifact_cfg(group_bits={"embeddings": 8, "attention": 6, "mlp": 5, "other": 12},
+                        compressor=compressor, level=level, byte_shuffle=shuffle)
 
 
 @pytest.mark.parametrize("compressor", A.COMPRESSORS)
@@ -247,7 +253,7 @@ def test_storage_kinds_per_tensor() -> None:
     assert entries["blocks.0.attn.c_k.weight"].data.dtype == torch.float16
     assert entries["blocks.0.attn_scale"].data.dtype == torch.float32
     assert entries["skip_weights"].data.dtype == torch.float32
-    fp16_embed = A.ArtifactConfig(group_bits={"embeddings": 16, "attention": 8, "mlp": 8, "other": 8})
+    fp16_embed = artifact_cfg(group_bits={"embeddings": 16, "attention": 8, "mlp": 8, "other": 8})
     emb = {e.name: e for e in A.quantize_state(_mixed_state(), fp16_embed)[0]}["tok_emb.weight"]
     assert emb.scale is None and emb.data.dtype == torch.float16
 

@@ -81,3 +81,40 @@ def test_integers_keep_every_digit() -> None:
 def test_every_integer_knob_has_both_bounds() -> None:
     unbounded = [k.name for k in KNOBS if k.kind == "int" and (k.minimum is None or k.maximum is None)]
     assert unbounded == []
+
+
+def test_every_knob_is_read_by_name_so_a_grep_finds_its_uses() -> None:
+    """Each knob is read as `hp.<field>` in the trainer, or is a field of the model's own ModelConfig; no knob
+    name is built at run time (`getattr(hp, f"ttt_{name}")` would hide its uses from a search)."""
+    import re
+    from pathlib import Path
+
+    from golf.trainer.model import ModelConfig
+
+    folder = Path(hparams.__file__).parent
+    sources = "\n".join(p.read_text() for p in folder.glob("*.py") if p.name != "hparams.py")
+    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    unread = [k.name for k in KNOBS if k.attr not in model_fields and not re.search(rf"\bhp\.{k.attr}\b", sources)]
+    assert unread == []
+    assert not re.search(r"getattr\(hp, f[\"']", sources)
+    assert model_fields <= {f.name for f in dataclasses.fields(Hyperparameters)}
+
+
+def test_the_challenge_limits_are_written_once() -> None:
+    """16,000,000 and 600 appear as number literals only in golf/trainer/limits.py (prose may quote them)."""
+    import io
+    import tokenize
+    from pathlib import Path
+
+    from golf.trainer.limits import BYTES_CAP, TRAIN_BUDGET_S
+
+    root = Path(hparams.__file__).resolve().parents[2]
+    hits = []
+    for path in [*root.joinpath("golf").rglob("*.py"), *root.joinpath("golf_cli").rglob("*.py")]:
+        if path.name == "limits.py":
+            continue
+        for tok in tokenize.generate_tokens(io.StringIO(path.read_text()).readline):
+            if tok.type == tokenize.NUMBER and tok.string.replace("_", "") in ("16000000", "600", "600.0"):
+                hits.append(f"{path.relative_to(root)}:{tok.start[0]}")
+    assert hits == []
+    assert KNOBS_BY_NAME["MAX_WALLCLOCK_SECONDS"].default == TRAIN_BUDGET_S and BYTES_CAP == 16_000_000

@@ -47,7 +47,7 @@ def test_parameter_counts_match_the_challenge_logs() -> None:
 def reference_baseline_loss(model: GPT, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The naive baseline written out independently from the state dict (no golf code paths)."""
     sd = model.state_dict()
-    hp = model.hp
+    hp = model.cfg
     d, h, hkv = hp.model_dim, hp.num_heads, hp.num_kv_heads
     hd = d // h
 

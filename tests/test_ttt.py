@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from conftest import perturbed_tiny_gpt
 
 from golf.trainer import ttt as T
 from golf.trainer.bpb import build_luts_from_pieces
+from golf.trainer.hparams import Hyperparameters
 from golf.trainer.model import GPT
 from golf.trainer.runtime import Runtime
 from golf.trainer.sliding import WindowScorer, first_scored
@@ -42,7 +44,7 @@ def settings(**kw: object) -> T.TTTSettings:
     base = dict(lr=0.05, epochs=2, optimizer="sgd", momentum=0.9, batch_seqs=2, seq_len=SEQ, grad_clip=1.0,
                 chunk_tokens=64, schedule="cosine_chunks")
     base.update(kw)
-    return T.TTTSettings(**base)  # type: ignore[arg-type]
+    return dataclasses.replace(T.TTTSettings.from_hp(Hyperparameters.resolve()), **base)  # type: ignore[arg-type]
 
 
 def run_ttt(model: GPT, toks: torch.Tensor, cfg: T.TTTSettings, stride: int = 8, batch: int = 3,
@@ -257,8 +259,6 @@ def test_two_ranks_give_the_one_rank_scores(tmp_path: Path) -> None:
 
 
 def test_settings_take_every_field_from_its_ttt_knob() -> None:
-    from golf.trainer.hparams import Hyperparameters
-
     env = {"TTT_LR": "0.03", "TTT_EPOCHS": "5", "TTT_OPTIMIZER": "adamw", "TTT_MOMENTUM": "0.8",
            "TTT_WEIGHT_DECAY": "0.01", "TTT_BATCH_SEQS": "16", "TTT_SEQ_LEN": "512", "TTT_GRAD_CLIP": "0.5",
            "TTT_FREEZE_BLOCKS": "2", "TTT_SCHEDULE": "constant", "TTT_LR_OUT_MULT": "3", "TTT_LR_IN_MULT": "0.5",

@@ -1,6 +1,6 @@
 """The compliance checks of a record folder: each one a verdict (pass ✅, fail ❌, warn ⚠️) and the figure behind it.
 
-Limits come from golf.analysis.stats (BYTES_CAP, TIME_BUDGET_S, TIME_SLACK_S: a wallclock-capped run stops at the
+Limits come from golf.trainer.limits (BYTES_CAP, TIME_BUDGET_S, TIME_SLACK_S: a wallclock-capped run stops at the
 first step boundary past the cap, as the challenge's own baseline does at 600.04 s). On the non-record track the
 10-minute limits and the significance rule do not apply: breaking them warns instead of failing.
 """
@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from golf.analysis.stats import BYTES_CAP, TIME_BUDGET_S, TIME_SLACK_S, Delta, Rule, p_phrase, signed
+from golf.analysis.stats import Delta, Rule, p_phrase, signed
+from golf.trainer.limits import BYTES_CAP, TIME_BUDGET_S, TIME_SLACK_S
 
 RECORD_TRACK = "10min_16mb"
 NON_RECORD_TRACK = "non_record_16mb"

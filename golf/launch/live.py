@@ -23,8 +23,8 @@ from rich.text import Text
 
 from golf.launch.quiet import LineFilter
 from golf.logparse import ParsedRun
+from golf.trainer.limits import BYTES_CAP
 
-SIZE_CAP = 16_000_000
 ECHO_QUEUE_LINES = 10_000
 STAGE_ROWS = (("pre_quant", "pre-quant (trained weights)"), ("post_quant", "post-quant (artifact roundtrip)"),
               ("sliding", "sliding window"), ("post_ttt", "post-TTT"))
@@ -215,9 +215,9 @@ def summary_renderable(run: Any) -> Group:
     facts.add_column(style="bold")
     facts.add_column()
     if run.total_bytes is not None:
-        headroom = SIZE_CAP - run.total_bytes
+        headroom = BYTES_CAP - run.total_bytes
         style = "red bold" if headroom < 0 else "green"
-        facts.add_row("total bytes", Text(f"{run.total_bytes:,} of {SIZE_CAP:,} "
+        facts.add_row("total bytes", Text(f"{run.total_bytes:,} of {BYTES_CAP:,} "
                                           f"({'over by' if headroom < 0 else 'headroom'} {abs(headroom):,})",
                                           style=style))
         if run.model_bytes is not None or run.code_bytes is not None:

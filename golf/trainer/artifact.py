@@ -48,18 +48,17 @@ _ART_TORCH_DTYPES = {"int8": torch.int8, "int16": torch.int16, "float16": torch.
 # ---------------------------------------------------------------------------------------------- configuration
 @dataclass(frozen=True)
 class ArtifactConfig:
-    """Everything that decides the artifact's bytes (from the quant knobs)."""
+    """Everything that decides the artifact's bytes (the quant knobs; defaults live in hparams.py only)."""
 
-    group_bits: dict[str, int] = field(default_factory=lambda: {"embeddings": 8, "attention": 8, "mlp": 8,
-                                                                 "other": 8})
-    clip_search: bool = False
-    use_gptq: bool = False
-    gptq_block_size: int = 128
-    gptq_damp: float = 0.01
-    prune_ratio: float = 0.0
-    compressor: str = "zlib"
-    level: int = 0  # 0: the compressor's strongest level
-    byte_shuffle: bool = False
+    group_bits: dict[str, int]  # embeddings, attention, mlp, other -> bits (16: kept fp16)
+    clip_search: bool
+    use_gptq: bool
+    gptq_block_size: int
+    gptq_damp: float
+    prune_ratio: float
+    compressor: str
+    level: int  # 0: the compressor's strongest level
+    byte_shuffle: bool
 
     @classmethod
     def from_hp(cls, hp: Hyperparameters) -> ArtifactConfig:

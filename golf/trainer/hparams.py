@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .limits import TRAIN_BUDGET_S
+
 # Replaced by `golf export-record` with the run's knob values, so that the shipped one-file trainer
 # reproduces the run with no env vars set (the environment still overrides these).
 BAKED_DEFAULTS: dict[str, str] = {}
@@ -195,7 +197,8 @@ class Hyperparameters:
                                minimum=0, maximum=_MAX_STEPS)
     train_log_every: int = knob(200, "log the train loss every N steps", "schedule", minimum=0, maximum=_MAX_STEPS)
     val_batch_size: int = knob(524288, "validation tokens per batch (global)", "eval", minimum=1, maximum=_MAX_TOKENS)
-    max_wallclock_seconds: float = knob(600.0, "training time cap in seconds (0: none)", "schedule", minimum=0.0)
+    max_wallclock_seconds: float = knob(TRAIN_BUDGET_S, "training time cap in seconds (0: none)", "schedule",
+                                        minimum=0.0)
     compile: bool = knob(True, "torch.compile the model on CUDA", "run")
     attn_backend: str = knob("auto", "attention kernels: sdpa, fa4 (flash-attn-4), or auto: fa4 on Hopper/Blackwell "
                              "with flash-attn-4 installed and >= 65,536 tokens per micro-step, else sdpa", "run",

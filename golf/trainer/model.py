@@ -9,6 +9,7 @@ construction-time constants and on `recur_active`, so torch.compile sees one gra
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -21,6 +22,55 @@ from .hparams import Hyperparameters
 BOS_ID = 1  # SentencePiece bos_id in the challenge's tokenizers; every document starts with it
 IGNORE_TARGET = -100  # a target the training loss skips (padding rows of a fixed-shape batch)
 BIGRAM_MULT, PREV_MULT, PREV2_MULT = 36313, 27191, 51497
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What the model reads of the knobs: each field is the Hyperparameters field of the same name (a model knob
+    is added to hparams.py and here, nothing else). Values are the resolved ones ("0 means inherit" applied)."""
+
+    vocab_size: int
+    num_layers: int
+    model_dim: int
+    num_heads: int
+    num_kv_heads: int
+    mlp_mult: float
+    tie_embeddings: bool
+    tied_embed_init_std: float
+    rope_base: float
+    logit_softcap: float
+    qk_gain_init: float
+    xsa_last_n: int
+    value_residual: bool
+    ve_enabled: bool
+    ve_dim: int
+    ve_layers: tuple[int, ...]
+    bigram_vocab_size: int
+    bigram_dim: int
+    trigram: bool
+    smear_gate: bool
+    rope_dims: int
+    ln_scale: bool
+    negative_slope: float
+    gated_attention: bool
+    recur_layers: tuple[int, ...]
+    recur_start_step: int
+    recur_start_frac: float
+    parallel_residual: bool
+    parallel_start_layer: int
+    ortho_init: bool
+    qat_enabled: bool
+    late_qat_threshold: float
+    mlp_bits: int
+    attn_bits: int
+    # the longest sequence any stage runs, so the RoPE tables are built once
+    train_seq_len: int
+    eval_seq_len: int
+    ttt_seq_len: int
+
+    @classmethod
+    def from_hp(cls, hp: Hyperparameters) -> ModelConfig:
+        return cls(**{f.name: getattr(hp, f.name) for f in fields(cls)})
 
 
 def rms_norm(x: Tensor) -> Tensor:
@@ -115,21 +165,21 @@ class AttentionGate(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, hp: Hyperparameters, layer: int, qat_bits: int, backend: str = "sdpa") -> None:
+    def __init__(self, cfg: ModelConfig, layer: int, qat_bits: int, backend: str = "sdpa") -> None:
         super().__init__()
         self.backend = backend  # golf.trainer.attention: sdpa | fa4 (| math, the ops' CPU reference)
-        dim, self.heads, self.kv_heads = hp.model_dim, hp.num_heads, hp.num_kv_heads
+        dim, self.heads, self.kv_heads = cfg.model_dim, cfg.num_heads, cfg.num_kv_heads
         self.head_dim = dim // self.heads
         kv_dim = self.kv_heads * self.head_dim
         self.c_q = CastedLinear(dim, dim, qat_bits)
         self.c_k = CastedLinear(dim, kv_dim, qat_bits)
         self.c_v = CastedLinear(dim, kv_dim, qat_bits)
         self.proj = CastedLinear(dim, dim, qat_bits, zero_init=True)
-        self.q_gain = nn.Parameter(torch.full((self.heads,), hp.qk_gain_init))
-        self.xsa = layer >= hp.num_layers - hp.xsa_last_n
-        self.gate = AttentionGate(dim, self.heads) if hp.gated_attention else None
+        self.q_gain = nn.Parameter(torch.full((self.heads,), cfg.qk_gain_init))
+        self.xsa = layer >= cfg.num_layers - cfg.xsa_last_n
+        self.gate = AttentionGate(dim, self.heads) if cfg.gated_attention else None
         # value residual: every layer but the first mixes in the first layer's values
-        self.vr_lambda = nn.Parameter(torch.full((2,), 0.5)) if hp.value_residual and layer > 0 else None
+        self.vr_lambda = nn.Parameter(torch.full((2,), 0.5)) if cfg.value_residual and layer > 0 else None
 
     def qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """q (B, T, H, D), k and v (B, T, Hkv, D) from ONE matmul over the concatenated weights.
@@ -162,12 +212,12 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, hp: Hyperparameters, qat_bits: int) -> None:
+    def __init__(self, cfg: ModelConfig, qat_bits: int) -> None:
         super().__init__()
-        hidden = int(hp.mlp_mult * hp.model_dim)
-        self.fc = CastedLinear(hp.model_dim, hidden, qat_bits)
-        self.proj = CastedLinear(hidden, hp.model_dim, qat_bits, zero_init=True)
-        self.negative_slope = hp.negative_slope
+        hidden = int(cfg.mlp_mult * cfg.model_dim)
+        self.fc = CastedLinear(cfg.model_dim, hidden, qat_bits)
+        self.proj = CastedLinear(hidden, cfg.model_dim, qat_bits, zero_init=True)
+        self.negative_slope = cfg.negative_slope
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.fc(x)
@@ -176,16 +226,16 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, hp: Hyperparameters, layer: int, qat: bool, attention_backend: str = "sdpa") -> None:
+    def __init__(self, cfg: ModelConfig, layer: int, qat: bool, attention_backend: str = "sdpa") -> None:
         super().__init__()
-        dim = hp.model_dim
-        self.attn = Attention(hp, layer, hp.attn_bits if qat else 0, attention_backend)
-        self.mlp = MLP(hp, hp.mlp_bits if qat else 0)
+        dim = cfg.model_dim
+        self.attn = Attention(cfg, layer, cfg.attn_bits if qat else 0, attention_backend)
+        self.mlp = MLP(cfg, cfg.mlp_bits if qat else 0)
         self.attn_scale = nn.Parameter(torch.ones(dim))
         self.mlp_scale = nn.Parameter(torch.ones(dim))
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(dim), torch.zeros(dim))))
-        self.ln_scale = 1.0 / math.sqrt(layer + 1) if hp.ln_scale else 1.0
-        self.parallel = hp.parallel_residual and layer >= hp.parallel_start_layer
+        self.ln_scale = 1.0 / math.sqrt(layer + 1) if cfg.ln_scale else 1.0
+        self.parallel = cfg.parallel_residual and layer >= cfg.parallel_start_layer
 
     def _norm(self, x: Tensor) -> Tensor:
         h = rms_norm(x)
@@ -227,13 +277,13 @@ class BigramHash(nn.Module):
     yet receives gradient (a zero table behind a zero projection would never learn).
     """
 
-    def __init__(self, hp: Hyperparameters) -> None:
+    def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.buckets = hp.bigram_vocab_size
-        self.trigram = hp.trigram
-        self.embed = nn.Embedding(self.buckets, hp.bigram_dim)
+        self.buckets = cfg.bigram_vocab_size
+        self.trigram = cfg.trigram
+        self.embed = nn.Embedding(self.buckets, cfg.bigram_dim)
         nn.init.zeros_(self.embed.weight)
-        self.proj = CastedLinear(hp.bigram_dim, hp.model_dim)
+        self.proj = CastedLinear(cfg.bigram_dim, cfg.model_dim)
         self.scale = nn.Parameter(torch.tensor(0.05))
 
     def forward(self, ids: Tensor, dtype: torch.dtype) -> Tensor:
@@ -262,13 +312,13 @@ class SmearGate(nn.Module):
 class ValueEmbedding(nn.Module):
     """One shared table (vocab x VE_DIM) projected to the KV width, added to V on VE_LAYERS with learned scales."""
 
-    def __init__(self, hp: Hyperparameters) -> None:
+    def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        kv_dim = hp.num_kv_heads * (hp.model_dim // hp.num_heads)
-        self.layers = tuple(hp.ve_layers)
-        self.embed = nn.Embedding(hp.vocab_size, hp.ve_dim)
+        kv_dim = cfg.num_kv_heads * (cfg.model_dim // cfg.num_heads)
+        self.layers = tuple(cfg.ve_layers)
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.ve_dim)
         nn.init.normal_(self.embed.weight, std=0.01)
-        self.proj = CastedLinear(hp.ve_dim, kv_dim, zero_init=True)
+        self.proj = CastedLinear(cfg.ve_dim, kv_dim, zero_init=True)
         self.scale = nn.Parameter(torch.tensor(0.1))
         self.layer_scales = nn.Parameter(torch.ones(len(self.layers)))
 
@@ -286,33 +336,35 @@ def layer_order(num_layers: int, recur_layers: tuple[int, ...], active: bool) ->
 
 
 class GPT(nn.Module):
-    def __init__(self, hp: Hyperparameters, compute_dtype: torch.dtype = torch.float32,
+    def __init__(self, config: ModelConfig | Hyperparameters, compute_dtype: torch.dtype = torch.float32,
                  attention_backend: str = "sdpa") -> None:
         super().__init__()
-        self.hp = hp
+        # the model sees only its own config: the knobs are narrowed here, once
+        cfg = config if isinstance(config, ModelConfig) else ModelConfig.from_hp(config)
+        self.cfg = cfg
         self.compute_dtype = compute_dtype
-        dim = hp.model_dim
-        qat = hp.qat_enabled or hp.late_qat_threshold > 0
-        self.tok_emb = nn.Embedding(hp.vocab_size, dim)
-        self.bigram = BigramHash(hp) if hp.bigram_vocab_size else None
-        self.smear = SmearGate(dim) if hp.smear_gate else None
-        self.ve = ValueEmbedding(hp) if hp.ve_enabled else None
-        self.blocks = nn.ModuleList(Block(hp, i, qat, attention_backend) for i in range(hp.num_layers))
-        self.recur_layers = tuple(hp.recur_layers)
+        dim = cfg.model_dim
+        qat = cfg.qat_enabled or cfg.late_qat_threshold > 0
+        self.tok_emb = nn.Embedding(cfg.vocab_size, dim)
+        self.bigram = BigramHash(cfg) if cfg.bigram_vocab_size else None
+        self.smear = SmearGate(dim) if cfg.smear_gate else None
+        self.ve = ValueEmbedding(cfg) if cfg.ve_enabled else None
+        self.blocks = nn.ModuleList(Block(cfg, i, qat, attention_backend) for i in range(cfg.num_layers))
+        self.recur_layers = tuple(cfg.recur_layers)
         # recurrence with no start condition is on from the first step
-        self.recur_active = bool(self.recur_layers) and not (hp.recur_start_step or hp.recur_start_frac)
-        longest = len(layer_order(hp.num_layers, self.recur_layers, True))
+        self.recur_active = bool(self.recur_layers) and not (cfg.recur_start_step or cfg.recur_start_frac)
+        longest = len(layer_order(cfg.num_layers, self.recur_layers, True))
         self.skip_weights = nn.Parameter(torch.ones(longest // 2, dim))
-        self.lm_head = None if hp.tie_embeddings else CastedLinear(dim, hp.vocab_size, zero_init=True)
-        head_dim = dim // hp.num_heads
-        self.rotary = Rotary(head_dim, hp.rope_dims, hp.rope_base,
-                             max(hp.train_seq_len, hp.eval_seq_len, hp.ttt_seq_len))
+        self.lm_head = None if cfg.tie_embeddings else CastedLinear(dim, cfg.vocab_size, zero_init=True)
+        head_dim = dim // cfg.num_heads
+        self.rotary = Rotary(head_dim, cfg.rope_dims, cfg.rope_base,
+                             max(cfg.train_seq_len, cfg.eval_seq_len, cfg.ttt_seq_len))
         self._init_weights()
 
     def _init_weights(self) -> None:
-        if self.hp.tie_embeddings:
-            nn.init.normal_(self.tok_emb.weight, std=self.hp.tied_embed_init_std)
-        if self.hp.ortho_init:
+        if self.cfg.tie_embeddings:
+            nn.init.normal_(self.tok_emb.weight, std=self.cfg.tied_embed_init_std)
+        if self.cfg.ortho_init:
             for module in self.modules():
                 if isinstance(module, CastedLinear) and not module.zero_init and min(module.weight.shape) >= 64:
                     nn.init.orthogonal_(module.weight)
@@ -320,7 +372,7 @@ class GPT(nn.Module):
     # -- state
     @property
     def order(self) -> list[int]:
-        return layer_order(self.hp.num_layers, self.recur_layers, self.recur_active)
+        return layer_order(self.cfg.num_layers, self.recur_layers, self.recur_active)
 
     def set_recurrence(self, active: bool) -> None:
         self.recur_active = bool(self.recur_layers) and active
@@ -353,7 +405,7 @@ class GPT(nn.Module):
             if ve_base is not None and layer in self.ve.layers:  # type: ignore[union-attr]
                 ve = ve_base * self.ve.layer_scales[self.ve.layers.index(layer)].to(dtype)  # type: ignore[union-attr]
             x, v_raw = self.blocks[layer](x, x0, cos, sin, ve, v_first)
-            if v_first is None and self.hp.value_residual:
+            if v_first is None and self.cfg.value_residual:
                 v_first = v_raw
             if pos < n_enc:
                 skips.append(x)
@@ -362,7 +414,7 @@ class GPT(nn.Module):
     def logits(self, h: Tensor) -> Tensor:
         weight = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
         z = F.linear(h, weight.to(h.dtype)).float()
-        cap = self.hp.logit_softcap
+        cap = self.cfg.logit_softcap
         return cap * torch.tanh(z / cap)
 
     def forward(self, ids: Tensor, targets: Tensor) -> Tensor:
@@ -401,9 +453,9 @@ def parameter_groups(model: GPT) -> dict[str, list[tuple[str, nn.Parameter]]]:
 
 
 def describe(model: GPT) -> dict[str, Any]:
-    hp = model.hp
+    cfg = model.cfg
     return {
         "model_params": sum(p.numel() for p in model.parameters()),
         "xsa_layers": [i for i, b in enumerate(model.blocks) if b.attn.xsa],  # type: ignore[union-attr]
-        "virtual_layers": len(layer_order(hp.num_layers, model.recur_layers, True)),
+        "virtual_layers": len(layer_order(cfg.num_layers, model.recur_layers, True)),
     }

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -35,24 +35,28 @@ PROGRESS_EVERY = 10  # chunks between progress lines
 
 @dataclass(frozen=True)
 class TTTSettings:
-    lr: float = 0.002
-    epochs: int = 3
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    batch_seqs: int = 32
-    seq_len: int = 1024
-    grad_clip: float = 1.0
-    freeze_blocks: int = 0
-    schedule: str = "cosine_chunks"
-    lr_out_mult: float = 1.0
-    lr_in_mult: float = 1.0
-    chunk_tokens: int = 32768
+    """The TTT_* knobs the adaptation loop reads (defaults live in hparams.py only)."""
+
+    lr: float
+    epochs: int
+    optimizer: str
+    momentum: float
+    weight_decay: float
+    batch_seqs: int
+    seq_len: int
+    grad_clip: float
+    freeze_blocks: int
+    schedule: str
+    lr_out_mult: float
+    lr_in_mult: float
+    chunk_tokens: int
 
     @classmethod
     def from_hp(cls, hp: Hyperparameters) -> TTTSettings:
-        """Each field from its knob: `lr` from TTT_LR (hp.ttt_lr), `chunk_tokens` from TTT_CHUNK_TOKENS, ..."""
-        return cls(**{f.name: getattr(hp, f"ttt_{f.name}") for f in fields(cls)})
+        return cls(lr=hp.ttt_lr, epochs=hp.ttt_epochs, optimizer=hp.ttt_optimizer, momentum=hp.ttt_momentum,
+                   weight_decay=hp.ttt_weight_decay, batch_seqs=hp.ttt_batch_seqs, seq_len=hp.ttt_seq_len,
+                   grad_clip=hp.ttt_grad_clip, freeze_blocks=hp.ttt_freeze_blocks, schedule=hp.ttt_schedule,
+                   lr_out_mult=hp.ttt_lr_out_mult, lr_in_mult=hp.ttt_lr_in_mult, chunk_tokens=hp.ttt_chunk_tokens)
 
 
 def lr_multiplier(name: str, cfg: TTTSettings) -> float:

@@ -11,7 +11,6 @@ from golf_cli.options import DbOption
 if TYPE_CHECKING:
     from golf.store import Run, Step
 
-SIZE_CAP = 16_000_000
 CURVE_KEYS = ("step", "train_loss", "val_loss", "val_bpb", "train_time_ms", "step_avg_ms")
 
 
@@ -47,6 +46,7 @@ def show(
 
 def byte_rows(run: Run) -> list[dict[str, Any]]:
     """(group, bytes, share of the total) rows, then the total, the cap and the headroom."""
+    from golf.trainer.limits import BYTES_CAP
     groups = dict(run.bytes_breakdown or {})
     if not groups:
         groups = {k: v for k, v in (("model", run.model_bytes), ("code", run.code_bytes)) if v is not None}
@@ -57,8 +57,8 @@ def byte_rows(run: Run) -> list[dict[str, Any]]:
     ]
     if total is not None:
         rows.append({"group": "total", "bytes": total, "share": 100.0 if total else None})
-        rows.append({"group": "cap", "bytes": SIZE_CAP, "share": None})
-        rows.append({"group": "headroom", "bytes": SIZE_CAP - total, "share": 100.0 * (SIZE_CAP - total) / SIZE_CAP})
+        rows.append({"group": "cap", "bytes": BYTES_CAP, "share": None})
+        rows.append({"group": "headroom", "bytes": BYTES_CAP - total, "share": 100.0 * (BYTES_CAP - total) / BYTES_CAP})
     return rows
 
 
