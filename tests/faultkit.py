@@ -127,3 +127,15 @@ def stop(proc: subprocess.Popen[bytes]) -> str:
         out, _ = proc.communicate()
         raise AssertionError("golf did not end: " + out.decode(errors="replace")[-2000:]) from None
     return out.decode(errors="replace")
+
+
+def without_torchrun(monkeypatch: object) -> None:
+    """Start community trainers with python directly (what golf does around the process is the same; torchrun's
+    own start-up takes seconds on a loaded CI box). The signal tests keep torchrun: it is their subject."""
+    import golf.launch.plan
+
+    def direct(nproc: int, trainer: Path | None = None, *args: object, **kwargs: object) -> list[str]:
+        assert trainer is not None, "only community trainers run without torchrun"
+        return [sys.executable, str(trainer)]
+
+    monkeypatch.setattr(golf.launch.plan, "torchrun_argv", direct)  # type: ignore[attr-defined]

@@ -11,6 +11,7 @@ unrecorded). The row's status is never left `running` by a run that ended.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import queue
 import re
@@ -132,7 +133,7 @@ def _stop_reason(exit_code: int, parser: LogParser, supervisor: Supervisor, pump
         return supervisor.signal_name
     if supervisor.stopped_by is not None:
         return supervisor.stop_detail or supervisor.stopped_by
-    if pump.log_error is not None:
+    if pump.log_error is not None:  # the trainer ended before golf could stop it
         return f"cannot write train.log ({pump.log_error})"
     if parser.run.stop_reason:
         return parser.run.stop_reason
@@ -164,7 +165,7 @@ def _watch(proc: subprocess.Popen[bytes], pump: _Pump, recorder: Recorder, displ
             display.line(text, recorder.parser.run)
         if pump.log_error is not None and not supervisor.stopping:
             display.note(f"golf: cannot write {pump.log.name} ({pump.log_error}); stopping the trainer")
-            supervisor.stop(LOG_FAILED)
+            supervisor.stop(LOG_FAILED, f"cannot write train.log ({pump.log_error})")
         if stall_timeout and not supervisor.stopping and time.monotonic() - last_line > stall_timeout:
             display.note(f"golf: no output for {stall_timeout:g} s (stall timeout); stopping the trainer")
             supervisor.stop(STALLED, f"no output for {stall_timeout:g} s")
@@ -205,7 +206,7 @@ class _Pump:
             for raw in iter(self.stream.readline, b""):
                 if self.log_error is None:
                     try:
-                        self.log.write(raw)  # unbuffered file: on disk before anything else happens to the line
+                        _write_all(self.log, raw)  # unbuffered file: on disk before anything else happens to it
                     except (OSError, ValueError) as exc:
                         self.log_error = getattr(exc, "strerror", None) or str(exc)
                 match = _ARTIFACT.search(raw.decode("utf-8", errors="replace"))
@@ -216,6 +217,17 @@ class _Pump:
             pass
         finally:
             self.lines.put(_EOF)
+
+
+def _write_all(log: IO[bytes], data: bytes) -> None:
+    """An unbuffered write may be short (a disk filling up): write the rest, so a failure raises, never truncates
+    a line silently."""
+    view = memoryview(data)
+    while view:
+        written = log.write(view)
+        if not written:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[written:]
 
 
 def _artifact(run_dir: Path, named: str | None) -> str | None:

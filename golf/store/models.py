@@ -16,7 +16,7 @@ def now() -> datetime:
     """Timezone-aware local time (the store keeps aware datetimes)."""
     return datetime.now().astimezone()
 
-STATUSES = ("running", "completed", "failed", "interrupted", "diverged")
+STATUSES = ("running", "completed", "failed", "interrupted", "diverged", "stalled")
 METRIC_FIELDS = (
     "steps", "iterations", "step_avg_ms", "train_time_ms", "tokens_per_s", "peak_mem_mib", "peak_mem_reserved_mib",
     "model_params",
