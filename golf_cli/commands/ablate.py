@@ -34,7 +34,7 @@ def ablate(
     Rows: Δ pre-TTT, Δ post-TTT (or the final stage), Δ bytes, Δ ms/step and the
     one-sided Welch p against the base (against the row above with --cumulative).
 
-    Example: golf ablate specs/base.yaml --vary XSA_LAST_N=4,11 --seeds 1337,42,2025
+    Example: golf ablate specs/smoke.yaml --vary MLP_MULT=3,4 --seeds 1337,42
     """
     import shlex
     import sys
@@ -105,7 +105,7 @@ def ablation_table(
     Rows are labelled by the knobs that changed (or --label, or the spec's labels)
     and show Δ pre-TTT, Δ post-TTT, Δ bytes, Δ ms/step and the one-sided Welch p.
 
-    Example: golf ablation-table baseline xsa-all ema --cumulative --format md
+    Example: golf ablation-table smoke mlp3 --format md
     """
     from golf.analysis.ablation import parse_labels
     from golf.analysis.groups import RunReader, resolve_refs

@@ -36,7 +36,7 @@ def bench(
     model FLOPs per token and MFU, peak memory and the sliding-window evaluation's time. The run is recorded in the
     run store like any other (tag `bench`).
 
-    Example: golf bench specs/pr549.yaml --steps 100 --data ./data/datasets/fineweb10B_sp1024 --out pr549.json
+    Example: golf bench specs/smoke.yaml --steps 40 --out smoke-bench.json
     """
     import json
 

@@ -33,7 +33,7 @@ def compare(
     one-sided Welch test of "variant < base − min-delta" gives p < --alpha
     (the challenge's record rule by default).
 
-    Example: golf compare baseline xsa-all --format md
+    Example: golf compare smoke mlp3 --format md
     """
     from golf.analysis.compare import compare_groups, degenerate_warnings
     from golf.analysis.groups import RunReader, resolve_refs

@@ -54,7 +54,7 @@ def export_record(
     eval ≤ 600 s, ≥ 3 seeds, ≥ --min-delta-nats at p < --alpha against the baseline,
     no secrets) are printed and listed in the README; exit code 1 when one fails.
 
-    Example: golf export-record xsa-all --out ../parameter-golf --author Ada --github-id ada --against baseline
+    Example: golf export-record mlp3 --out ../parameter-golf --author Ada --github-id ada --against smoke
     """
     from golf.analysis.stats import Rule
     from golf.errors import GolfError

@@ -30,7 +30,7 @@ def plot(
     Curves: one thin line per seed, the mean over seeds in a ± std band, per group.
     --ablation: the ablation table's Δ bpb as bars with error bars.
 
-    Example: golf plot smoke --out curves.png
+    Example: golf plot smoke mlp3 --out curves.png
     """
     from golf.analysis.figures import (
         ablation_bars,

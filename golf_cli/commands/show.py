@@ -24,7 +24,7 @@ def show(
 ) -> None:
     """Show one run: what ran where, its results, its curve and (--bytes) where its bytes go.
 
-    Example: golf show baseline-s1337 --bytes
+    Example: golf show smoke-s1337 --bytes
     """
     from golf.errors import GolfError
     from golf.output import FORMATS, to_json
