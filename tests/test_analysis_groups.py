@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from golf.analysis.groups import RunReader, resolve_ref
+from golf.analysis.groups import resolve_ref
 from golf.errors import GolfError
 from golf.store import Run, Store
 
@@ -99,12 +99,12 @@ def test_config_drops_seed_and_paths_and_marks_disagreement(store: Store) -> Non
 
 
 def test_reader_reuses_completed_runs_only(store: Store) -> None:
-    with RunReader(store.path) as reader:
-        assert reader.completed_run_id("aaaa1111" + "0" * 8, 2) == "base2"
-        assert reader.completed_run_id("aaaa1111" + "0" * 8, 9) is None  # failed
-        assert reader.completed_run_id("aaaa1111" + "0" * 8, 77) is None
+    reader = Store(store.path, readonly=True)
+    assert reader.completed_run_id("aaaa1111" + "0" * 8, 2) == "base2"
+    assert reader.completed_run_id("aaaa1111" + "0" * 8, 9) is None  # failed
+    assert reader.completed_run_id("aaaa1111" + "0" * 8, 77) is None
 
 
 def test_missing_store_is_a_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(GolfError, match="no run store here"):
-        RunReader(tmp_path / "nope.db")
+        Store(tmp_path / "nope.db", readonly=True)

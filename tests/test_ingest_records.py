@@ -148,11 +148,9 @@ def test_training_curves_are_stored(ingested: Store) -> None:
 
 
 def test_leaderboard_shows_an_ingested_official_record_once(ingested: Store) -> None:
-    from golf.analysis.groups import RunReader
     from golf.analysis.leaderboard import leaderboard
 
-    with RunReader(ingested.path) as reader:
-        rows, warnings = leaderboard(reader, RECORDS, limit=None)
+    rows, warnings = leaderboard(Store(ingested.path, readonly=True), RECORDS, limit=None)
     assert warnings == []
     assert sorted(r["label"] for r in rows) == sorted(STAGE_LABELS)
     for row in rows:

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from golf.analysis.ablation import ablation_rows
 from golf.analysis.figures import ablation_bars, ablation_figure, curve_sets, curves_figure
-from golf.analysis.groups import RunReader, resolve_refs
+from golf.analysis.groups import resolve_refs
 from golf.store import Run, Store
 from golf_cli.main import app
 
@@ -40,9 +40,9 @@ def db(tmp_path: Path) -> Path:
 
 
 def test_curves_are_the_stored_curves_with_a_seed_band(db: Path) -> None:
-    with RunReader(db) as reader:
-        groups = resolve_refs(reader, ["base", "mlp3"])
-        steps = reader.steps_for(r for g in groups for r in g.run_ids)
+    reader = Store(db, readonly=True)
+    groups = resolve_refs(reader, ["base", "mlp3"])
+    steps = reader.step_records(r for g in groups for r in g.run_ids)
     sets = curve_sets(groups, steps)
     fig = curves_figure(sets)
     lines = {line.get_gid(): line for line in fig.axes[0].get_lines()}
@@ -60,8 +60,7 @@ def test_curves_are_the_stored_curves_with_a_seed_band(db: Path) -> None:
 
 
 def test_ablation_bars_are_the_table_deltas(db: Path) -> None:
-    with RunReader(db) as reader:
-        groups = resolve_refs(reader, ["base", "mlp3"])
+    groups = resolve_refs(db, ["base", "mlp3"])
     rows = ablation_rows(groups[0], groups[1:])
     bars = ablation_bars(rows)
     delta = statistics.fmean([1.55, 1.57, 1.54]) - statistics.fmean([c[200] for c in CURVES.values()])

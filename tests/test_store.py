@@ -86,3 +86,38 @@ def _dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     return proc.pid
+
+
+def test_a_running_row_is_dead_by_its_heartbeat_age_not_its_host_or_pid(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from golf.store.db import STALE_AFTER_S, STALE_REASON
+    from golf.store.models import now
+
+    store = Store(tmp_path / "runs.db")
+    beat = now()
+    ages = {"fresh": 0.0, "late": STALE_AFTER_S - 5, "gone": STALE_AFTER_S + 5, "moved": STALE_AFTER_S + 60}
+    for run_id, age in ages.items():
+        # "gone" belongs to this very (live) process, "moved" to another host: neither counts, only the beat
+        store.create_run(Run(id=run_id, name=run_id, status="running", pid=os.getpid(), host=socket.gethostname()
+                             if run_id != "moved" else "elsewhere", heartbeat_at=beat - timedelta(seconds=age)))
+    reader = Store(store.path, readonly=True)
+    shown = {r.id: (r.status, r.stop_reason) for r in reader.list_runs()}
+    assert shown == {"fresh": ("running", None), "late": ("running", None), "gone": ("failed", STALE_REASON),
+                     "moved": ("failed", STALE_REASON)}
+    assert {r.id: r.status for r in store.runs_where(status="running")} == dict.fromkeys(ages, "running")  # unwritten
+
+    assert store.reconcile_stale() == 2
+    assert {r.id: r.status for r in store.list_runs()} == {"fresh": "running", "late": "running", "gone": "failed",
+                                                          "moved": "failed"}
+    gone = store.get("gone")
+    assert gone is not None and gone.ended_at == gone.heartbeat_at  # it died at its last beat
+    assert store.reconcile_stale() == 0
+
+    store.heartbeat("gone")  # it was only held up (a lock longer than the stale age): running again
+    gone = store.get("gone")
+    assert gone is not None and (gone.status, gone.stop_reason, gone.ended_at) == ("running", None, None)
+    assert (now() - gone.heartbeat_at).total_seconds() < 5  # type: ignore[operator]
+    store.update_run("fresh", status="completed", stop_reason="done")
+    store.heartbeat("fresh")  # a beat never reopens a run that ended for another reason
+    assert store.get("fresh").status == "completed"  # type: ignore[union-attr]

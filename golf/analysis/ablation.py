@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from golf.analysis.compare import differing_params, nats_pair
-from golf.analysis.groups import Group, RunReader, group_of_runs
+from golf.analysis.groups import Group, group_of_runs, reader_of
 from golf.analysis.stats import Rule, compare_stats, signed, spread
 from golf.errors import GolfError
 
@@ -276,45 +276,37 @@ def run_ablation(steps: Sequence[Step], store: Any, live: bool = False,
     _, execute = _launch_api()
     report = LaunchReport()
     done: dict[tuple[str, int | None], str] = {}
-    reader = RunReader.of(store)
-    try:
-        for step in steps:
-            for plan in step.plans:
-                key = (plan.group_hash, plan.seed)
-                run_id = done.get(key) or reader.completed_run_id(plan.group_hash, plan.seed)
-                if run_id is not None:
-                    if key not in done:
-                        report.reused.append(run_id)
-                        if on_event:
-                            on_event("reuse", plan, run_id)
-                    done[key] = run_id
-                    step.run_ids.append(run_id)
-                    continue
-                if on_event:
-                    on_event("launch", plan, None)
-                run = execute(plan, store, live=live, command=command)
-                report.launched.append(run.id)
-                if getattr(run, "status", None) == "completed":
-                    done[key] = run.id
-                else:
-                    report.failed.append(run.id)
-                step.run_ids.append(run.id)
-    finally:
-        if reader is not store:
-            reader.close()
+    reader = reader_of(store)
+    for step in steps:
+        for plan in step.plans:
+            key = (plan.group_hash, plan.seed)
+            run_id = done.get(key) or reader.completed_run_id(plan.group_hash, plan.seed)
+            if run_id is not None:
+                if key not in done:
+                    report.reused.append(run_id)
+                    if on_event:
+                        on_event("reuse", plan, run_id)
+                done[key] = run_id
+                step.run_ids.append(run_id)
+                continue
+            if on_event:
+                on_event("launch", plan, None)
+            run = execute(plan, store, live=live, command=command)
+            report.launched.append(run.id)
+            if getattr(run, "status", None) == "completed":
+                done[key] = run.id
+            else:
+                report.failed.append(run.id)
+            step.run_ids.append(run.id)
     return report
 
 
 def ablation_groups(steps: Sequence[Step], store: Any) -> list[Group]:
     """One group per step, made of exactly the runs this ablation used (its seeds)."""
-    reader = RunReader.of(store)
-    try:
-        return [group_of_runs(reader, step.run_ids, label=step.spec.name,
-                              group_hash=step.plans[0].group_hash if step.plans else None)
-                for step in steps]
-    finally:
-        if reader is not store:
-            reader.close()
+    reader = reader_of(store)
+    return [group_of_runs(reader, step.run_ids, label=step.spec.name,
+                          group_hash=step.plans[0].group_hash if step.plans else None)
+            for step in steps]
 
 
 def _launch_api() -> tuple[Callable[..., Any], Callable[..., Any]]:

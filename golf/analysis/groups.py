@@ -4,41 +4,25 @@ A group is the runs that share `group_hash` (same resolved config except SEED, s
 may be a run id or name (that one run), a spec name, a group-hash prefix, or an ingested record folder's name
 (its group). `kind:` prefixes force one reading: `run:`, `group:`, `spec:`, `record:`.
 
-Reads go through `RunReader`, a read-only view of runs.db over the standard library's sqlite3: the analysis
-commands select only the columns they show, and skip importing sqlmodel (half a second) on every call.
+Rows come from the run store (`golf.store.Store`, opened read-only by the analysis commands); this module turns
+them into groups: rows in, rows out.
 """
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import json
-import os
 import re
-import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from golf.analysis.stats import Stat, summarize
 from golf.errors import GolfError
-from golf.paths import resolve_db_path
 
-# The columns of `run` that analysis reads (provenance such as host, versions and pid is left out).
-RUN_COLUMNS = (
-    "id", "name", "spec_name", "spec", "config", "config_hash", "code_hash", "group_hash", "seed", "tags", "status",
-    "started_at", "ended_at", "trainer", "nproc", "source", "source_path", "log_path", "run_dir",
-    "record_name", "record_author", "record_github_id", "record_date", "reported_bpb", "non_record_reason",
-    "malformed_lines", "bytes_breakdown", "gpu_name", "gpu_count",
-    "steps", "iterations", "step_avg_ms", "train_time_ms", "tokens_per_s", "peak_mem_mib", "peak_mem_reserved_mib",
-    "model_params", "pre_quant_bpb", "pre_quant_loss", "post_quant_bpb", "post_quant_loss", "sliding_bpb",
-    "sliding_loss", "post_ttt_bpb", "post_ttt_loss", "final_bpb", "final_loss", "final_stage",
-    "model_bytes", "code_bytes", "total_bytes", "quant_label", "eval_time_ms", "ttt_time_ms", "stop_reason",
-)
-JSON_COLUMNS = frozenset({"config", "tags", "bytes_breakdown", "spec"})
-DATETIME_COLUMNS = frozenset({"started_at", "ended_at"})
+if TYPE_CHECKING:
+    from golf.store.db import Store
+
 # Config keys that never define a group: the seed, the run's id, and per-rank / per-machine bookkeeping.
 NON_IDENTITY_KEYS = frozenset({"SEED", "RUN_ID", "LOGFILE", "RANK", "LOCAL_RANK", "IS_MAIN_PROCESS", "WORLD_SIZE",
                                "DISTRIBUTED"})
@@ -66,8 +50,8 @@ def is_identity_key(key: str) -> bool:
 class RunRecord(dict):  # type: ignore[type-arg]
     """One run as a dict under the store's field names, with attribute access (`run.final_bpb`).
 
-    JSON columns (config, spec, tags, bytes_breakdown) are decoded and started_at/ended_at are datetimes (as
-    SQLite keeps them: naive); everything else is the stored value. `Store.get(id)` gives the full Run."""
+    JSON columns (config, spec, tags, bytes_breakdown) are decoded and started_at/ended_at are aware datetimes
+    (UTC); everything else is the stored value. `Store.get(id)` gives the full Run."""
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -84,113 +68,15 @@ class RunRecord(dict):  # type: ignore[type-arg]
         return self.get(field_name)
 
 
-class RunReader:
-    """Read-only access to runs.db with plain sqlite3 (no ORM); cheap to open."""
+def reader_of(source: Any) -> Store:
+    """The store to read: a Store itself, or a path (or None: $GOLF_DB, ./runs.db) opened read-only."""
+    from golf.store.db import Store
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self.path = resolve_db_path(path)
-        self._conn = _open(self.path)
-
-    @classmethod
-    def of(cls, source: Any) -> RunReader:
-        """A reader for a RunReader (itself), a Store (its path) or a path."""
-        if isinstance(source, RunReader):
-            return source
-        return cls(getattr(source, "path", source))
-
-    def close(self) -> None:
-        self._conn.close()
-
-    def log_file(self, run: Mapping[str, Any]) -> Path | None:
-        """A run's log: where golf recorded it, else runs/<id>/train.log beside this store (a runs.db copied off
-        the GPU box together with its runs/ folder)."""
-        recorded = run.get("log_path")
-        if recorded and Path(recorded).is_file():
-            return Path(recorded)
-        beside = self.path.resolve().parent / "runs" / str(run.get("id")) / "train.log"
-        return beside if beside.is_file() else None
-
-    def __enter__(self) -> RunReader:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
-
-    # -- queries
-    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[sqlite3.Row]:
-        return self._conn.execute(sql, params).fetchall()
-
-    def runs(self, where: str = "1", params: Sequence[Any] = (), columns: Sequence[str] = RUN_COLUMNS,
-             order: str = "started_at, id", limit: int | None = None) -> list[RunRecord]:
-        sql = f"SELECT {', '.join(columns)} FROM run WHERE {where} ORDER BY {order}"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        return [_record(row) for row in self.query(sql, params)]
-
-    def runs_by_id(self, ids: Iterable[str], columns: Sequence[str] = RUN_COLUMNS) -> list[RunRecord]:
-        ids = list(ids)
-        if not ids:
-            return []
-        marks = ",".join("?" * len(ids))
-        found = {r["id"]: r for r in self.runs(f"id IN ({marks})", ids, columns)}
-        return [found[i] for i in ids if i in found]
-
-    def steps_for(self, run_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
-        """Step rows per run (step, train_loss, val_loss, val_bpb, train_time_ms), in step order."""
-        ids = list(run_ids)
-        out: dict[str, list[dict[str, Any]]] = {r: [] for r in ids}
-        if not ids:
-            return out
-        marks = ",".join("?" * len(ids))
-        rows = self.query(f"SELECT run_id, step, train_loss, val_loss, val_bpb, train_time_ms FROM step "
-                          f"WHERE run_id IN ({marks}) ORDER BY run_id, step", ids)
-        for row in rows:
-            out[row["run_id"]].append(dict(row))
-        return out
-
-    def completed_run_id(self, group_hash: str, seed: int | None) -> str | None:
-        """The newest completed run of a group with this seed, if any (what `ablate` reuses)."""
-        row = self._conn.execute(
-            "SELECT id FROM run WHERE group_hash = ? AND seed IS ? AND status = 'completed' "
-            "ORDER BY started_at DESC, id DESC LIMIT 1", (group_hash, seed)).fetchone()
-        return row["id"] if row else None
+    return source if isinstance(source, Store) else Store(source, readonly=True)
 
 
-def _open(path: Path) -> sqlite3.Connection:
-    if not path.exists():
-        raise GolfError(f"{path}: no run store here (run `golf run SPEC` first, or pass --db PATH)")
-    try:
-        conn = sqlite3.connect(str(path), timeout=30.0)
-        conn.row_factory = sqlite3.Row
-        columns = {row["name"] for row in conn.execute("PRAGMA table_info(run)")}
-    except sqlite3.DatabaseError as exc:
-        raise GolfError(f"{path}: not a golf run store ({exc})") from None
-    if not columns:
-        conn.close()
-        raise GolfError(f"{path}: not a golf run store (no run table)")
-    if not set(RUN_COLUMNS) <= columns:
-        # An older schema: let the store migrate it (this imports sqlmodel, but only once per upgrade).
-        conn.close()
-        from golf.store.db import Store
-
-        Store(path)
-        conn = sqlite3.connect(str(path), timeout=30.0)
-        conn.row_factory = sqlite3.Row
-    return conn
-
-
-def _record(row: sqlite3.Row) -> RunRecord:
-    out = RunRecord()
-    for key in row.keys():  # noqa: SIM118 - sqlite3.Row iterates values, not keys
-        value = row[key]
-        if key in JSON_COLUMNS and isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                value = json.loads(value)
-        elif key in DATETIME_COLUMNS and isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                value = datetime.fromisoformat(value)
-        out[key] = value
-    return out
+def records(store: Store, where: str = "1", params: Sequence[Any] = ()) -> list[RunRecord]:
+    return [RunRecord(r) for r in store.records(where, params)]
 
 
 @dataclass
@@ -295,29 +181,20 @@ class _Target:
 def resolve_ref(source: Any, ref: str) -> Group:
     """The group (or single run) a RUN_OR_GROUP reference names; GolfError listing candidates otherwise.
 
-    `source` is a Store, a RunReader or a db path.
+    `source` is a Store or a db path.
     """
-    reader = RunReader.of(source)
-    try:
-        return _resolve(reader, ref)
-    finally:
-        if reader is not source:
-            reader.close()
+    return _resolve(reader_of(source), ref)
 
 
 def resolve_refs(source: Any, refs: Sequence[str]) -> list[Group]:
     """Several references (one reader), with `@hash` added to labels that would otherwise read the same."""
-    reader = RunReader.of(source)
-    try:
-        groups = [_resolve(reader, ref) for ref in refs]
-    finally:
-        if reader is not source:
-            reader.close()
+    reader = reader_of(source)
+    groups = [_resolve(reader, ref) for ref in refs]
     disambiguate_labels(groups)
     return groups
 
 
-def _resolve(reader: RunReader, ref: str) -> Group:
+def _resolve(reader: Store, ref: str) -> Group:
     text = ref.strip()
     kind, _, rest = text.partition(":")
     if rest and kind in KINDS:
@@ -334,10 +211,10 @@ def _resolve(reader: RunReader, ref: str) -> Group:
     return _load(reader, targets[0], ref)
 
 
-def group_of_runs(reader: RunReader, run_ids: Sequence[str], label: str, group_hash: str | None = None,
+def group_of_runs(reader: Store, run_ids: Sequence[str], label: str, group_hash: str | None = None,
                   ref: str | None = None) -> Group:
     """A group made of exactly these runs (e.g. the seeds an ablation asked for)."""
-    runs = reader.runs_by_id(run_ids)
+    runs = [RunRecord(r) for r in reader.records_by_id(run_ids)]
     if group_hash is None and runs:
         group_hash = runs[0].get("group_hash")
     return Group(ref=ref or label, kind="group", label=label, group_hash=group_hash, runs=runs)
@@ -353,7 +230,7 @@ def disambiguate_labels(groups: Sequence[Group]) -> None:
             g.label = f"{g.label}@{g.group_hash[:8]}"
 
 
-def _candidates(reader: RunReader, ref: str, only: str | None = None) -> list[_Target]:
+def _candidates(reader: Store, ref: str, only: str | None = None) -> list[_Target]:
     exact: list[_Target] = []
     if only in (None, "run"):
         for row in reader.query("SELECT id, name FROM run WHERE id = ? OR name = ?", (ref, ref)):
@@ -402,28 +279,28 @@ def _dedupe(targets: list[_Target]) -> list[_Target]:
     return list(seen.values())
 
 
-def _load(reader: RunReader, target: _Target, ref: str) -> Group:
+def _load(reader: Store, target: _Target, ref: str) -> Group:
     if target.kind == "run":
-        runs = reader.runs("id = ?", (target.key,))
+        runs = records(reader, "id = ?", (target.key,))
         run = runs[0]
         return Group(ref=ref, kind="run", label=run["name"], group_hash=run.get("group_hash"), runs=runs)
     if target.kind == "record":
-        runs = reader.runs("record_name = ?", (target.key,))
+        runs = records(reader, "record_name = ?", (target.key,))
         hashes = {r.get("group_hash") for r in runs}
         return Group(ref=ref, kind="record", label=target.key,
                      group_hash=next(iter(hashes)) if len(hashes) == 1 else None, runs=runs)
     if target.kind == "spec":
         row = reader.query("SELECT group_hash FROM run WHERE spec_name = ? LIMIT 1", (target.key,))[0]
         gh = row["group_hash"]
-        runs = reader.runs("group_hash = ?", (gh,)) if gh else reader.runs("spec_name = ?", (target.key,))
+        runs = records(reader, "group_hash = ?", (gh,)) if gh else records(reader, "spec_name = ?", (target.key,))
         return Group(ref=ref, kind="spec", label=target.key, group_hash=gh, runs=runs)
-    runs = reader.runs("group_hash = ?", (target.key,))
+    runs = records(reader, "group_hash = ?", (target.key,))
     group = Group(ref=ref, kind="group", label="", group_hash=target.key, runs=runs)
     group.label = group.record_name or group.spec_name or target.key[:8]
     return group
 
 
-def _unknown_message(reader: RunReader, ref: str) -> str:
+def _unknown_message(reader: Store, ref: str) -> str:
     names: list[str] = []
     for column in ("name", "spec_name", "record_name"):
         rows = reader.query(f"SELECT DISTINCT {column} AS v FROM run WHERE {column} IS NOT NULL LIMIT 50000")

@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from golf.analysis.groups import RunReader
 from golf.analysis.stats import BYTES_CAP, TIME_BUDGET_S, TIME_SLACK_S
+from golf.store.db import Store
 
 _GROUPS_SQL = """
 WITH r AS (
@@ -38,7 +38,7 @@ LIMIT ?
 """
 
 
-def golf_entries(reader: RunReader, limit: int | None = None) -> list[dict[str, Any]]:
+def golf_entries(reader: Store, limit: int | None = None) -> list[dict[str, Any]]:
     """The best groups of completed runs in the store, best first."""
     rows = reader.query(_GROUPS_SQL, (-1 if limit is None else int(limit),))
     out = []
@@ -81,7 +81,7 @@ def official_entries(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     return out, warnings
 
 
-def leaderboard(reader: RunReader, official: Path | None = None, limit: int | None = 20) -> tuple[
+def leaderboard(reader: Store, official: Path | None = None, limit: int | None = 20) -> tuple[
         list[dict[str, Any]], list[str]]:
     """Rows best first (golf's groups, plus official records when `official` is given) and warnings."""
     entries = golf_entries(reader, limit)

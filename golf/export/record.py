@@ -26,9 +26,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path, PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from golf.analysis.groups import Group, RunReader, RunRecord, group_of_runs, is_identity_key, resolve_ref
+from golf.analysis.groups import Group, RunRecord, group_of_runs, is_identity_key, resolve_ref
 from golf.analysis.stats import Delta, Rule, Stat, compare_stats, summarize
 from golf.errors import GolfError
 from golf.export import checks as C
@@ -43,6 +43,9 @@ from golf.export.bundle import (
 )
 from golf.export.secrets import find_secrets, is_secret_name, redact, secret_values
 from golf.trainer.hparams import KnobError
+
+if TYPE_CHECKING:
+    from golf.store.db import Store
 
 CHALLENGE_NPROC = 8
 PROVENANCE_COLUMNS = ("id", "torch_version", "python_version", "golf_version", "git_commit", "git_dirty", "host")
@@ -310,7 +313,7 @@ def nats_per_bpb(group: Group) -> float | None:
     return sum(ratios) / len(ratios) if ratios else None
 
 
-def _baseline(reader: RunReader, group: Group, opts: ExportOptions) -> tuple[Baseline | None, Delta | None]:
+def _baseline(reader: Store, group: Group, opts: ExportOptions) -> tuple[Baseline | None, Delta | None]:
     from golf.analysis.compare import nats_pair
 
     if opts.against:
@@ -360,7 +363,7 @@ def _changes(group: Group, baseline: Baseline | None) -> tuple[list[tuple[str, A
     return rows, "the challenge's defaults (the naive baseline's knobs)"
 
 
-def _ablation_variants(reader: RunReader, group: Group) -> list[Group]:
+def _ablation_variants(reader: Store, group: Group) -> list[Group]:
     """The store's groups that differ from this one by exactly one knob (same trainer code, same dataset)."""
     from golf.analysis.compare import differing_params
 
@@ -380,7 +383,7 @@ def _ablation_variants(reader: RunReader, group: Group) -> list[Group]:
     return [g for _, g in variants[:MAX_ABLATION_ROWS]]
 
 
-def _ablation(reader: RunReader, group: Group, rule: Rule) -> str | None:
+def _ablation(reader: Store, group: Group, rule: Rule) -> str | None:
     """An ablation table of the one-knob variants, rendered as `golf ablation-table --format md` would; None when
     there are none."""
     from golf.analysis.ablation import ablation_rows, display_columns, display_rows
@@ -393,13 +396,13 @@ def _ablation(reader: RunReader, group: Group, rule: Rule) -> str | None:
     return render(display_rows(table, "md"), display_columns(False, "md"), "md")
 
 
-def _plots(reader: RunReader, group: Group, rule: Rule) -> dict[str, str]:
+def _plots(reader: Store, group: Group, rule: Rule) -> dict[str, str]:
     """curves.svg (validation bpb per seed, mean ± std) and, when there are one-knob variants, ablation.svg."""
     from golf.analysis.ablation import ablation_rows
     from golf.analysis.figures import ablation_bars, ablation_figure, curve_sets, curves_figure, figure_bytes
 
     out = {}
-    steps = reader.steps_for(group.run_ids)
+    steps = reader.step_records(group.run_ids)
     if any(row.get("val_bpb") is not None for rows in steps.values() for row in rows):
         out["curves.svg"] = figure_bytes(curves_figure(curve_sets([group], steps)), "svg").decode()
     variants = _ablation_variants(reader, group)
@@ -420,7 +423,7 @@ def _read_log(path: str) -> str:
     return Path(path).read_bytes().decode("utf-8", errors="surrogateescape")
 
 
-def plan_record(reader: RunReader, ref: str, opts: ExportOptions) -> Record:
+def plan_record(reader: Store, ref: str, opts: ExportOptions) -> Record:
     """Resolve, validate and compute everything the folder holds; writes nothing."""
     from golf.trainer.source import code_hash
 
@@ -432,7 +435,8 @@ def plan_record(reader: RunReader, ref: str, opts: ExportOptions) -> Record:
     folder, track = record_folder(opts.out, opts.track, day, name)
     _check_exportable(runs, track, code_hash(), reader.log_file)
     group = group_of_runs(reader, [r["id"] for r in runs], found.label, found.group_hash, ref)
-    provenance = {r["id"]: dict(r) for r in reader.runs_by_id([r["id"] for r in runs], columns=PROVENANCE_COLUMNS)}
+    provenance = {r["id"]: {k: r[k] for k in PROVENANCE_COLUMNS}
+                  for r in reader.records_by_id([r["id"] for r in runs])}
     config = {k: str(v) for k, v in (runs[0].get("config") or {}).items()}
     _check_config_secrets(config, runs[0]["name"])
     pack = opts.pack or config.get("CODE_PACK") or "none"
@@ -620,8 +624,9 @@ def write_folder(target: Path, files: Mapping[str, str], force: bool) -> None:
 
 def export_record(ref: str, opts: ExportOptions, db: str | os.PathLike[str] | None = None) -> ExportResult:
     """Export a run or seed group from the store at `db` into a record folder (see the module docstring)."""
-    with RunReader(db) as reader:
-        record = plan_record(reader, ref, opts)
+    from golf.store.db import Store
+
+    record = plan_record(Store(db, readonly=True), ref, opts)
     files = render_files(record)
     write_folder(record.folder, files, opts.force)
     return ExportResult(folder=record.folder, files=sorted(files), submission=json.loads(files["submission.json"]),

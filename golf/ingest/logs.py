@@ -140,7 +140,7 @@ def ingest_paths(store: Any, paths: Sequence[str | Path], update: bool = False) 
             continue
         run, steps = build_run(store, log, parsed, submissions.get(log.record) if log.record else None,
                                name=existing.name if existing is not None else None)
-        _write(store, run, steps, replace=exists)
+        store.put_run(run, steps, replace=exists)
         report.items.append(IngestItem(log.path, "updated" if exists else "added", run.id))
         if parsed.malformed:
             report.warnings.append(f"{log.path}: {parsed.malformed} malformed lines skipped")
@@ -194,23 +194,6 @@ def build_run(store: Any, log: LogFile, parsed: ParsedRun, submission: Submissio
         **{k: v for k, v in metrics.items() if k not in ("iterations",)},
     )
     return run, parsed.curve
-
-
-def _write(store: Any, run: Any, steps: dict[int, dict[str, float]], replace: bool) -> None:
-    from sqlalchemy import delete, insert
-
-    from golf.store.models import Run, Step
-
-    columns = ("train_loss", "val_loss", "val_bpb", "train_time_ms", "step_avg_ms")
-    step_rows = [{"run_id": run.id, "step": int(s), **{c: row.get(c) for c in columns}} for s, row in steps.items()]
-    run_table, step_table = Run.__table__, Step.__table__  # type: ignore[attr-defined]
-    with store.engine.begin() as conn:
-        if replace:
-            conn.execute(delete(step_table).where(step_table.c.run_id == run.id))
-            conn.execute(delete(run_table).where(run_table.c.id == run.id))
-        conn.execute(insert(run_table), [run.model_dump()])
-        if step_rows:
-            conn.execute(insert(step_table), step_rows)
 
 
 def _read_logs(paths: Sequence[Path], report: IngestReport) -> list[LogFile]:

@@ -9,7 +9,8 @@ from typing import Any, Optional
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 1
+# Bump when a field is added (the store then adds the column to an older runs.db once; see golf.store.schema).
+SCHEMA_VERSION = 2
 
 
 def now() -> datetime:
@@ -49,6 +50,8 @@ class Run(SQLModel, table=True):
     trainer: Optional[str] = Field(default=None, description="'bundled' or the community trainer's path")
     nproc: Optional[int] = None
     pid: Optional[int] = Field(default=None, description="pid of the golf process that owns a running run")
+    heartbeat_at: Optional[datetime] = Field(default=None, description="last sign of life of the golf process "
+                                             "recording a running run (Store.heartbeat)")
     golf_version: Optional[str] = None
     git_commit: Optional[str] = None
     git_dirty: Optional[bool] = None

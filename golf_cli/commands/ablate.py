@@ -108,7 +108,7 @@ def ablation_table(
     Example: golf ablation-table smoke mlp3 --format md
     """
     from golf.analysis.ablation import parse_labels
-    from golf.analysis.groups import RunReader, resolve_refs
+    from golf.analysis.groups import resolve_refs
     from golf.errors import GolfError
     from golf.output import FORMATS
 
@@ -117,8 +117,7 @@ def ablation_table(
     labels = parse_labels(label or [])
     from golf.analysis.compare import degenerate_warnings
 
-    with RunReader(db) as reader:
-        groups = resolve_refs(reader, [base, *variants])
+    groups = resolve_refs(db, [base, *variants])
     for line in degenerate_warnings(groups):
         typer.echo(f"golf: warning: {line}", err=True)
     _print_table(groups, None, cumulative, labels, min_delta_nats, alpha, fmt, columns_)
@@ -141,17 +140,15 @@ def _print_table(groups: list[Any], changes: Optional[list[str]], cumulative: bo
 
 
 def _print_plan(steps: list[Any], store: Any, fmt: str) -> None:
-    from golf.analysis.groups import RunReader
     from golf.output import Col, render
 
     rows = []
-    with RunReader(store.path) as reader:
-        for step in steps:
-            for plan in step.plans:
-                existing = reader.completed_run_id(plan.group_hash, plan.seed)
-                rows.append({"change": step.change, "spec": step.spec.name, "seed": plan.seed,
-                             "group_hash": plan.group_hash, "action": "reuse" if existing else "launch",
-                             "run_id": existing})
+    for step in steps:
+        for plan in step.plans:
+            existing = store.completed_run_id(plan.group_hash, plan.seed)
+            rows.append({"change": step.change, "spec": step.spec.name, "seed": plan.seed,
+                         "group_hash": plan.group_hash, "action": "reuse" if existing else "launch",
+                         "run_id": existing})
     columns = [Col("change"), Col("spec"), Col("seed", justify="right"), Col("group_hash", "group"),
                Col("action"), Col("run_id", "reuses")]
     typer.echo(render(rows, columns, fmt, title="ablation plan (dry run)"))

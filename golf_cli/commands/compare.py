@@ -36,17 +36,19 @@ def compare(
     Example: golf compare smoke mlp3 --format md
     """
     from golf.analysis.compare import compare_groups, degenerate_warnings
-    from golf.analysis.groups import RunReader, resolve_refs
+    from golf.analysis.groups import resolve_refs
     from golf.analysis.stats import Rule
     from golf.errors import GolfError
     from golf.output import FORMATS, render
 
     if fmt not in FORMATS:
         raise GolfError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
-    with RunReader(db) as reader:
-        groups = resolve_refs(reader, refs)
-        result = compare_groups(groups, metric, Rule(min_delta_nats=min_delta_nats, alpha=alpha), all_params)
-        steps = reader.steps_for(r for g in groups for r in g.run_ids) if plot else None
+    from golf.store import Store
+
+    reader = Store(db, readonly=True)
+    groups = resolve_refs(reader, refs)
+    result = compare_groups(groups, metric, Rule(min_delta_nats=min_delta_nats, alpha=alpha), all_params)
+    steps = reader.step_records(r for g in groups for r in g.run_ids) if plot else None
     for line in degenerate_warnings(groups):
         typer.echo(f"golf: warning: {line}", err=True)
     for group in groups:

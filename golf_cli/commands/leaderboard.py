@@ -27,7 +27,6 @@ def leaderboard(
 
     Example: golf leaderboard --official ../parameter-golf --limit 30
     """
-    from golf.analysis.groups import RunReader
     from golf.analysis.leaderboard import display_columns, display_rows
     from golf.analysis.leaderboard import leaderboard as build
     from golf.errors import GolfError
@@ -37,8 +36,9 @@ def leaderboard(
         raise GolfError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
     if official is not None and not official.exists():
         raise GolfError(f"--official {official}: no such folder (expected a parameter-golf checkout)")
-    with RunReader(db) as reader:
-        rows, warnings = build(reader, official, limit)
+    from golf.store import Store
+
+    rows, warnings = build(Store(db, readonly=True), official, limit)
     if warnings:
         typer.echo(f"golf: warning: skipped {len(warnings)} submission file(s) that could not be read:", err=True)
         for line in warnings:

@@ -34,8 +34,7 @@ def ls(
         close = difflib.get_close_matches(status, STATUSES, n=1)
         hint = f"; did you mean {close[0]}?" if close else f"; expected one of {', '.join(STATUSES)}"
         raise GolfError(f"--status {status}: unknown status{hint}")
-    store = Store(db, create=False)
-    store.reconcile_stale()
+    store = Store(db, readonly=True)  # never waits on a writer; shows a run whose golf died as failed
     runs = store.list_runs(status=status, tag=tag, limit=limit)
     if fmt == "json":
         typer.echo(render([], [], "json", json_rows=[run_to_dict(r) for r in runs]))

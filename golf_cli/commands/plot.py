@@ -39,14 +39,16 @@ def plot(
         curves_figure,
         save_figure,
     )
-    from golf.analysis.groups import RunReader, resolve_refs
+    from golf.analysis.groups import resolve_refs
     from golf.errors import GolfError
 
     if out.suffix.lower() not in (".png", ".svg"):
         raise GolfError(f"--out {out}: expected a .png or .svg file name")
-    with RunReader(db) as reader:
-        groups = resolve_refs(reader, refs)
-        steps = None if ablation else reader.steps_for(r for g in groups for r in g.run_ids)
+    from golf.store import Store
+
+    reader = Store(db, readonly=True)
+    groups = resolve_refs(reader, refs)
+    steps = None if ablation else reader.step_records(r for g in groups for r in g.run_ids)
     if ablation:
         from golf.analysis.ablation import ablation_rows, parse_labels
 

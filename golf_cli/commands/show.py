@@ -32,8 +32,7 @@ def show(
 
     if fmt not in FORMATS:
         raise GolfError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
-    store = Store(db, create=False)
-    store.reconcile_stale()
+    store = Store(db, readonly=True)  # never waits on a writer; shows a run whose golf died as failed
     found = store.resolve_run(run)
     steps = store.steps(found.id)
     if fmt == "json":
