@@ -54,7 +54,7 @@ def bench(
     else:
         if set_ or ctx.args:
             raise GolfError(f"--set applies to a spec; {target!r} names a recorded run")
-        run = Store(db, create=False).resolve_run(target)
+        run = Store(db, readonly=True).resolve_run(target)
     if not run.log_path or not Path(run.log_path).is_file():
         raise GolfError(f"run {run.name}: its log {run.log_path} is missing")
     with open(run.log_path, encoding="utf-8", errors="replace") as fh:

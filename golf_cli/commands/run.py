@@ -64,7 +64,7 @@ def run(
     loaded = apply_overrides(loaded, seeds=seed, sets=sets, data=data, nproc=nproc, name=name, tags=tag)
     if dry_run:
         db_path = resolve_db_path(db)
-        store = Store(db_path) if db_path.exists() else None
+        store = Store(db_path, readonly=True) if db_path.exists() else None  # a dry run writes nothing
         plans = plan_runs(loaded, store, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint,
                           prepare_data=False)
         typer.echo("\n\n".join(_dry_run_text(plan) for plan in plans))
