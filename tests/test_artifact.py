@@ -271,7 +271,7 @@ def test_breakdown_is_exact(compressor: str, shuffle: bool) -> None:
     assert sum(art.sections.values()) + art.overhead == art.size == len(art.blob)
     line = A.breakdown_line(art, code_bytes=1234)
     fields = dict(re.findall(r"(\w+):(\d+)", line))
-    assert list(fields) == ["embeddings", "attention", "mlp", "scalars", "other", "overhead", "code"]
+    assert list(fields) == ["embeddings", "attention", "mlp", "scalars", "other", "lqer", "overhead", "code"]
     assert sum(int(v) for v in fields.values()) == art.size + 1234
 
 

@@ -51,7 +51,7 @@ def test_a_field_of_an_unsupported_type_fails_at_import() -> None:
 def test_knob_metadata_reaches_the_registry() -> None:
     knob = KNOBS_BY_NAME["MATRIX_BITS"]
     assert (knob.kind, knob.default, knob.group, knob.minimum, knob.maximum) == ("int", 8, "quant", 2, 8)
-    assert KNOBS_BY_NAME["COMPRESSOR"].choices == ("zlib", "zstd", "lzma", "brotli")
+    assert KNOBS_BY_NAME["COMPRESSOR"].choices == ("zlib", "zstd", "lzma", "brotli", "pergroup")
     assert KNOBS_BY_NAME["XSA_LAST_N"].off == 0
 
 

@@ -1,21 +1,21 @@
-"""The artifact: pruning, per-row quantization (rounding, clip search, full-Hessian GPTQ), per-group compression,
-and the container that a submission ships as `final_model.<quant>.ptz`.
+"""The artifact: pruning, per-row quantization (rounding, clip search, SDClip, full-Hessian GPTQ), the LQER
+correction, per-group compression, and the container that a submission ships as `final_model.<quant>.ptz`.
 
 Container layout (all integers little-endian):
     b"GOLF" | version u8 | compressor id u8 | flags u8 (bit 0: byte shuffle) | level u8 | header length u32
-    | header (compressed JSON: tensor table and group section lengths) | one compressed section per group.
-Each group (embeddings, attention, mlp, scalars, other) is compressed on its own, so the byte breakdown is exact:
-the groups' section lengths plus the overhead (the fixed prefix and the header) are the file size.
+    | header (compressed JSON: tensor table, group section lengths, pergroup stream tables) | one section per group.
+Each group (embeddings, attention, mlp, scalars, other, lqer) is compressed on its own, so the byte breakdown is
+exact: the groups' section lengths plus the overhead (the fixed prefix and the header) are the file size.
+Version 1 (before the lqer group and pergroup) is still read.
 """
 
 from __future__ import annotations
 
 import json
-import lzma
 import math
+import re
 import struct
 import time
-import zlib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,20 +26,33 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .hparams import STRONGEST_COMPRESS_LEVEL, Hyperparameters, KnobError
+from .compressors import (
+    COMPRESSORS,
+    STRONGEST_LEVEL,
+    compress,
+    compress_level,
+    decompress,
+    shuffle_bytes,
+    unshuffle_bytes,
+)
+from .hparams import Hyperparameters
+from .lqer import LQERSettings, QFactor, lqer_correction, worst_tensors
+from .lqer import correction as lqer_delta
 from .model import GPT, CastedLinear, is_control_tensor
+from .pergroup import Piece, pergroup_decode, pergroup_encode
+from .sdclip import sdclip_row_clip
 
 PASSTHROUGH_MAX_NUMEL = 65_536  # tensors this small are stored as floats (the challenge's baseline rule)
 DEFAULT_CLIP_QUANTILE = 0.9999984  # the baseline's per-row clip when no search is made
 CLIP_SEARCH_QUANTILES = (0.999, 0.9995, 0.9999, 0.99999, 1.0)
-GROUPS = ("embeddings", "attention", "mlp", "scalars", "other")
+GROUPS = ("embeddings", "attention", "mlp", "scalars", "other", "lqer")
+_ART_V1_GROUPS = GROUPS[:5]  # version 1 containers had no lqer section
 EMBEDDING_NAMES = frozenset({"tok_emb.weight", "lm_head.weight", "bigram.embed.weight", "ve.embed.weight"})
 FLOAT_BITS = 16  # EMBED_BITS=16: keep the tables in fp16
 
-COMPRESSORS = ("zlib", "zstd", "lzma", "brotli")
-STRONGEST_LEVEL = STRONGEST_COMPRESS_LEVEL
+PERGROUP = "pergroup"  # COMPRESSOR=pergroup: each stream by its own best codec (pergroup.py); id after COMPRESSORS
 _ART_MAGIC = b"GOLF"
-_ART_VERSION = 1
+_ART_VERSION = 2
 _ART_PREFIX = struct.Struct("<4sBBBBI")
 _ART_DTYPES = {"int8": "<i1", "int16": "<i2", "float16": "<f2", "float32": "<f4"}
 _ART_TORCH_DTYPES = {"int8": torch.int8, "int16": torch.int16, "float16": torch.float16, "float32": torch.float32}
@@ -59,31 +72,40 @@ class ArtifactConfig:
     compressor: str
     level: int  # 0: the compressor's strongest level
     byte_shuffle: bool
+    clip_sigmas: dict[str, float]  # SDClip's k per group (0: the quantile clip)
+    hessian_clip_lambda: float  # the Hessian-aware widening under GPTQ (0: plain SDClip)
+    lqer: LQERSettings | None  # None: no LQER correction
 
     @classmethod
     def from_hp(cls, hp: Hyperparameters) -> ArtifactConfig:
         bits = {"embeddings": hp.embed_bits, "attention": hp.attn_bits, "mlp": hp.mlp_bits, "other": hp.matrix_bits}
+        sigmas = {"embeddings": hp.embed_clip_sigmas, "attention": hp.attn_clip_sigmas, "mlp": hp.mlp_clip_sigmas,
+                  "other": hp.matrix_clip_sigmas}
+        lqer = LQERSettings(rank=hp.lqer_rank, top_k=hp.lqer_top_k, factor_bits=hp.lqer_factor_bits,
+                            asym=hp.lqer_asym_enabled, group=hp.lqer_asym_group) if hp.lqer_enabled else None
         return cls(group_bits=bits, clip_search=hp.clip_search, use_gptq=hp.use_gptq,
                    gptq_block_size=hp.gptq_block_size, gptq_damp=hp.gptq_damp, prune_ratio=hp.prune_ratio,
-                   compressor=hp.compressor, level=hp.compress_level, byte_shuffle=hp.byte_shuffle)
+                   compressor=hp.compressor, level=hp.compress_level, byte_shuffle=hp.byte_shuffle,
+                   clip_sigmas=sigmas, hessian_clip_lambda=hp.hessian_clip_lambda, lqer=lqer)
 
     @property
     def effective_level(self) -> int:
-        return compress_level(self.compressor, self.level)
+        return 0 if self.compressor == PERGROUP else compress_level(self.compressor, self.level)
 
-    @property
-    def clip_quantiles(self) -> tuple[float, ...]:
-        return CLIP_SEARCH_QUANTILES if self.clip_search else (DEFAULT_CLIP_QUANTILE,)
+    def clip_quantiles(self, group: str) -> tuple[float, ...]:
+        """The quantile clip candidates of a group: the search's, none under SDClip alone, else the baseline's."""
+        if self.clip_search:
+            return CLIP_SEARCH_QUANTILES
+        return () if self.clip_sigmas.get(group, 0.0) > 0 else (DEFAULT_CLIP_QUANTILE,)
 
-
-def compress_level(compressor: str, level: int) -> int:
-    """The level actually used: 0 means the strongest; above the strongest is a KnobError."""
-    if compressor not in STRONGEST_LEVEL:
-        raise KnobError(f"COMPRESSOR={compressor!r} is not valid: expected one of {', '.join(COMPRESSORS)}")
-    top = STRONGEST_LEVEL[compressor]
-    if level > top:
-        raise KnobError(f"COMPRESS_LEVEL={level} exceeds {compressor}'s strongest level {top} (0 means {top})")
-    return level or top
+    def extra_clips(self, name: str, weight: Tensor, hessian: Tensor | None) -> list[Tensor]:
+        """SDClip's per-row clip as a candidate where the group has a k (Hessian-aware for block matrices)."""
+        group = tensor_group(name, weight)
+        sigmas = self.clip_sigmas.get(group, 0.0)
+        if sigmas <= 0:
+            return []
+        lam = self.hessian_clip_lambda if group != "embeddings" else 0.0  # embeddings: the plain form (#1412)
+        return [sdclip_row_clip(weight, sigmas, hessian, lam)]
 
 
 def quant_label(hp: Hyperparameters) -> str:
@@ -98,7 +120,9 @@ def quant_label(hp: Hyperparameters) -> str:
 
 
 def compressor_label(compressor: str, level: int, shuffle: bool) -> str:
-    """`zlib`, `zstd-22`, `lzma`, `lzma-6`, `brotli`, ... plus `-shuffle` with BYTE_SHUFFLE=1."""
+    """`zlib`, `zstd-22`, `lzma`, `lzma-6`, `brotli`, `pergroup`, ... plus `-shuffle` with BYTE_SHUFFLE=1."""
+    if compressor == PERGROUP:
+        return compressor + ("-shuffle" if shuffle else "")
     used = compress_level(compressor, level)
     if compressor == "zstd" or used != STRONGEST_LEVEL[compressor]:
         label = f"{compressor}-{used}"
@@ -177,18 +201,28 @@ def _art_round(w: Tensor, scale: Tensor, qmax: int) -> Tensor:
     return torch.clamp(torch.round(w / scale), -qmax, qmax)
 
 
+def clip_candidates(w: Tensor, quantiles: Iterable[float], clips: Iterable[Tensor] = ()) -> list[Tensor]:
+    """Per-row clips to try: each quantile of the row's |w|, then the given clips (SDClip's)."""
+    quantiles = tuple(quantiles)
+    out = []
+    if quantiles:
+        sorted_abs = w.abs().sort(dim=1).values
+        out = [row_quantile(sorted_abs, q) for q in quantiles]
+    return out + [c.to(w.device).float() for c in clips]
+
+
 def quantize_rows(weight: Tensor, bits: int, quantiles: Iterable[float] = (DEFAULT_CLIP_QUANTILE,),
-                  keep: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Per-row symmetric rounding; with several clip quantiles each row keeps the one of lowest squared error.
+                  keep: Tensor | None = None, clips: Iterable[Tensor] = ()) -> tuple[Tensor, Tensor]:
+    """Per-row symmetric rounding; with several clip candidates (quantiles, then `clips`) each row keeps the one of
+    lowest squared error.
 
     Returns (q as float integers in [-qmax, qmax], fp16 scales (rows,)). Pruned entries (keep False) are 0.
     """
     qmax = 2 ** (bits - 1) - 1
     w = weight.detach().float()
-    sorted_abs = w.abs().sort(dim=1).values
     best_q = best_s = best_err = None
-    for quantile in quantiles:
-        scale = row_scales(row_quantile(sorted_abs, quantile), qmax)
+    for clip in clip_candidates(w, quantiles, clips):
+        scale = row_scales(clip, qmax)
         s = scale.float()[:, None]
         q = _art_round(w, s, qmax)
         if keep is not None:
@@ -215,12 +249,14 @@ class GPTQJob:
     weight: Tensor
     hessian: Tensor
     keep: Tensor | None = None
+    clips: tuple[Tensor, ...] = ()  # per-row clip candidates after the quantiles (SDClip)
 
 
 def gptq_quantize(weight: Tensor, hessian: Tensor, bits: int, quantiles: Iterable[float] = (DEFAULT_CLIP_QUANTILE,),
-                  block_size: int = 128, damp: float = 0.01, keep: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                  block_size: int = 128, damp: float = 0.01, keep: Tensor | None = None,
+                  clips: Iterable[Tensor] = ()) -> tuple[Tensor, Tensor]:
     """Full-Hessian GPTQ of one matrix; see gptq_quantize_many."""
-    return gptq_quantize_many([GPTQJob(weight, hessian, keep)], bits, quantiles, block_size, damp)[0]
+    return gptq_quantize_many([GPTQJob(weight, hessian, keep, tuple(clips))], bits, quantiles, block_size, damp)[0]
 
 
 def gptq_quantize_many(jobs: list[GPTQJob], bits: int, quantiles: Iterable[float] = (DEFAULT_CLIP_QUANTILE,),
@@ -236,8 +272,10 @@ def gptq_quantize_many(jobs: list[GPTQJob], bits: int, quantiles: Iterable[float
     Returns (codes as float integers in [-qmax, qmax], fp16 row scales) per job.
     """
     quantiles = tuple(quantiles)
+    if len({len(j.clips) for j in jobs}) > 1:
+        raise ValueError("gptq_quantize_many: every job of a batch needs the same number of clip candidates")
     cols = jobs[0].weight.size(1)
-    per_job = len(quantiles) * max(j.weight.size(0) for j in jobs) * cols
+    per_job = (len(quantiles) + len(jobs[0].clips)) * max(j.weight.size(0) for j in jobs) * cols
     step = max(1, GPTQ_BATCH_ELEMENTS // max(per_job, 1))
     out: list[tuple[Tensor, Tensor]] = []
     for first in range(0, len(jobs), step):
@@ -270,7 +308,7 @@ def _art_gptq_prepare(hessian: Tensor, damp: float) -> tuple[Tensor, Tensor, Ten
 def _art_gptq_batch(jobs: list[GPTQJob], bits: int, quantiles: tuple[float, ...], block_size: int,
                     damp: float) -> list[tuple[Tensor, Tensor]]:
     qmax = 2 ** (bits - 1) - 1
-    k = len(quantiles)
+    k = len(quantiles) + len(jobs[0].clips)
     device = jobs[0].weight.device
     cols = jobs[0].weight.size(1)
     rows = max(j.weight.size(0) for j in jobs)
@@ -282,8 +320,7 @@ def _art_gptq_batch(jobs: list[GPTQJob], bits: int, quantiles: tuple[float, ...]
         w = job.weight.detach().float()
         n = w.size(0)
         perm, upper, h_eval = _art_gptq_prepare(job.hessian.to(device), damp)
-        sorted_abs = w.abs().sort(dim=1).values
-        scales = torch.stack([row_scales(row_quantile(sorted_abs, qt), qmax) for qt in quantiles])  # (K, n)
+        scales = torch.stack([row_scales(c, qmax) for c in clip_candidates(w, quantiles, job.clips)])  # (K, n)
         for c in range(k):
             work[m, c * rows:c * rows + n] = w[:, perm]
             scale[m, c * rows:c * rows + n] = scales[c].float()
@@ -328,20 +365,28 @@ def _art_gptq_columns(work: Tensor, upper: Tensor, scale: Tensor, qmax: int, blo
     return q
 
 
+LQER_SUFFIXES = (".lqer_a", ".lqer_b")  # the two factors of a corrected weight, stored in the lqer group
+
+
 @dataclass
 class QTensor:
-    """One stored tensor: integer codes + fp16 row scales, or a float passthrough."""
+    """One stored tensor: integer codes + fp16 row scales, or a float passthrough; or an LQER factor (group lqer:
+    codes with fp16 scales, and fp16 offsets when asymmetric)."""
 
     name: str
     group: str
     shape: tuple[int, ...]
     data: Tensor  # int8/int16 codes, or float16/float32 values (CPU)
-    scale: Tensor | None = None  # fp16 (rows,) for codes
+    scale: Tensor | None = None  # fp16 (rows,) for codes; (rank, groups) for an asymmetric factor
     bits: int = 0
+    zero: Tensor | None = None  # fp16 (rank, groups): an asymmetric LQER factor's offsets
+    qgroup: int = 0  # an asymmetric LQER factor's group size (0: symmetric)
 
     def dequantize(self) -> Tensor:
         if self.scale is None:
             return self.data.float().reshape(self.shape)
+        if self.group == "lqer":
+            return QFactor(self.data, self.scale, self.zero, self.bits, self.qgroup).dequantize()
         return (self.data.float() * self.scale.float()[:, None]).reshape(self.shape)
 
 
@@ -354,11 +399,14 @@ class QuantStats:
     bits: dict[str, list[int]] = field(default_factory=dict)
     quantize_s: float = 0.0
     compress_s: float = 0.0
+    lqer: list[str] = field(default_factory=list)  # the weights that carry an LQER correction
 
     def line(self) -> str:
         bits = ",".join(f"{g}={'/'.join(map(str, sorted(set(b))))}" for g, b in sorted(self.bits.items()))
+        lqer = f" lqer:{','.join(self.lqer)}" if self.lqer else ""
         return (f"quantized: gptq:{self.gptq} rounded:{self.rounded} float:{self.floats} pruned:{self.pruned} "
-                f"bits:{bits or 'none'} quantize_time:{self.quantize_s:.1f}s compress_time:{self.compress_s:.1f}s")
+                f"bits:{bits or 'none'}{lqer} quantize_time:{self.quantize_s:.1f}s "
+                f"compress_time:{self.compress_s:.1f}s")
 
 
 def quantize_state(state: dict[str, Tensor], cfg: ArtifactConfig,
@@ -366,7 +414,8 @@ def quantize_state(state: dict[str, Tensor], cfg: ArtifactConfig,
     """Quantize a state dict: prune, then GPTQ (where a Hessian exists) or rounding, floats for the rest."""
     out: dict[str, QTensor] = {}
     stats = QuantStats()
-    gptq_groups: dict[tuple[int, int], list[tuple[str, GPTQJob]]] = {}
+    # GPTQ batches: matrices with the same columns, bits and clip candidates sweep together
+    gptq_groups: dict[tuple[int, int, tuple[float, ...], int], list[tuple[str, GPTQJob]]] = {}
     for name in sorted(state):
         t = state[name].detach()
         group = tensor_group(name, t)
@@ -382,19 +431,45 @@ def quantize_state(state: dict[str, Tensor], cfg: ArtifactConfig,
             continue
         stats.bits.setdefault(group, []).append(bits)
         hessian = hessians.get(name) if hessians else None
+        quantiles = cfg.clip_quantiles(group)
         if cfg.use_gptq and hessian is not None:
-            gptq_groups.setdefault((t.size(1), bits), []).append((name, GPTQJob(t, hessian, keep)))
+            clips = tuple(cfg.extra_clips(name, t, hessian))
+            key = (t.size(1), bits, quantiles, len(clips))
+            gptq_groups.setdefault(key, []).append((name, GPTQJob(t, hessian, keep, clips)))
             continue
-        q, scale = quantize_rows(t, bits, cfg.clip_quantiles, keep)
+        q, scale = quantize_rows(t, bits, quantiles, keep, cfg.extra_clips(name, t, None))
         out[name] = _art_codes(name, group, t, q, scale, bits)
         stats.rounded += 1
-    for (_, bits), named_jobs in gptq_groups.items():
-        coded = gptq_quantize_many([job for _, job in named_jobs], bits, cfg.clip_quantiles, cfg.gptq_block_size,
+    for (_, bits, quantiles, _), named_jobs in gptq_groups.items():
+        coded = gptq_quantize_many([job for _, job in named_jobs], bits, quantiles, cfg.gptq_block_size,
                                    cfg.gptq_damp)
         for (name, job), (q, scale) in zip(named_jobs, coded, strict=True):
             out[name] = _art_codes(name, tensor_group(name, job.weight), job.weight, q, scale, bits)
             stats.gptq += 1
+    if cfg.lqer is not None:
+        for factor in lqer_entries(state, out, cfg.lqer):
+            out[factor.name] = factor
+        stats.lqer = sorted({n[:-len(LQER_SUFFIXES[0])] for n in out if n.endswith(LQER_SUFFIXES[0])})
     return [out[name] for name in sorted(out)], stats
+
+
+def lqer_entries(state: dict[str, Tensor], coded: dict[str, QTensor], settings: LQERSettings) -> list[QTensor]:
+    """The LQER factors of the top_k quantized matrices by squared error (none where a correction does not help)."""
+    errors = {}
+    for name, e in coded.items():
+        if e.scale is not None and e.group != "lqer":
+            w = state[name].detach().float().cpu()
+            errors[name] = float((w - e.dequantize()).square().sum())
+    entries = []
+    for name in worst_tensors(errors, settings.top_k):
+        factors = lqer_correction(state[name].detach().float().cpu(), coded[name].dequantize(), settings)
+        if factors is None:
+            continue
+        for suffix, f in zip(LQER_SUFFIXES, factors, strict=True):
+            entries.append(QTensor(name + suffix, "lqer", tuple(f.codes.shape), f.codes.cpu().contiguous(),
+                                   f.scale.cpu().contiguous(), f.bits, None if f.zero is None else f.zero.cpu(),
+                                   f.group))
+    return entries
 
 
 def _art_codes(name: str, group: str, t: Tensor, q: Tensor, scale: Tensor, bits: int) -> QTensor:
@@ -403,7 +478,18 @@ def _art_codes(name: str, group: str, t: Tensor, q: Tensor, scale: Tensor, bits:
 
 
 def dequantize_state(entries: Iterable[QTensor]) -> dict[str, Tensor]:
-    return {e.name: e.dequantize() for e in entries}
+    """The fp32 state dict: every stored tensor dequantized, LQER corrections added to their weights."""
+    entries = list(entries)
+    state = {e.name: e.dequantize() for e in entries if e.group != "lqer"}
+    factors = {e.name: e for e in entries if e.group == "lqer"}
+    for name in sorted(factors):
+        if name.endswith(LQER_SUFFIXES[0]):
+            target = name[:-len(LQER_SUFFIXES[0])]
+            a, b = factors[name], factors[target + LQER_SUFFIXES[1]]
+            delta = lqer_delta(QFactor(a.data, a.scale, a.zero, a.bits, a.qgroup),
+                               QFactor(b.data, b.scale, b.zero, b.bits, b.qgroup))
+            state[target] = state[target] + delta.reshape(state[target].shape)
+    return state
 
 
 # ---------------------------------------------------------------------------------------------- GPTQ calibration
@@ -492,66 +578,19 @@ def calibration_batches(loader: Any, hp: Hyperparameters, world_size: int) -> It
         yield x
 
 
-# ---------------------------------------------------------------------------------------------- compression
-def compress(data: bytes, compressor: str, level: int = 0) -> bytes:
-    level = compress_level(compressor, level)
-    if compressor == "zlib":
-        return zlib.compress(data, level)
-    if compressor == "zstd":
-        import zstandard
-
-        return zstandard.ZstdCompressor(level=level).compress(data)
-    if compressor == "lzma":
-        return lzma.compress(data, format=lzma.FORMAT_RAW, filters=_art_lzma_filters(level))
-    import brotli
-
-    return brotli.compress(data, quality=level, lgwin=24)
-
-
-def decompress(blob: bytes, compressor: str, level: int = 0) -> bytes:
-    if compressor == "zlib":
-        return zlib.decompress(blob)
-    if compressor == "zstd":
-        import zstandard
-
-        return zstandard.ZstdDecompressor().decompress(blob)
-    if compressor == "lzma":
-        return lzma.decompress(blob, format=lzma.FORMAT_RAW, filters=_art_lzma_filters(compress_level("lzma", level)))
-    import brotli
-
-    return brotli.decompress(blob)
-
-
-def _art_lzma_filters(preset: int) -> list[dict[str, int]]:
-    # raw LZMA2 (no .xz container): the preset is kept in the artifact's prefix
-    return [{"id": lzma.FILTER_LZMA2, "preset": preset}]
-
-
-def shuffle_bytes(raw: bytes, itemsize: int) -> bytes:
-    """Byte planes: all first bytes of the elements, then all second bytes, ... (high and low bytes apart)."""
-    if itemsize == 1 or not raw:
-        return raw
-    return np.frombuffer(raw, dtype=np.uint8).reshape(-1, itemsize).T.tobytes()
-
-
-def unshuffle_bytes(raw: bytes, itemsize: int) -> bytes:
-    if itemsize == 1 or not raw:
-        return raw
-    return np.frombuffer(raw, dtype=np.uint8).reshape(itemsize, -1).T.tobytes()
-
-
 # ---------------------------------------------------------------------------------------------- container
 def _art_dtype_name(t: Tensor) -> str:
     return str(t.dtype).removeprefix("torch.")
 
 
 def _art_arrays(entries: list[QTensor]) -> list[tuple[QTensor, str, Tensor]]:
-    """A group's arrays in payload order: codes, then scales, then floats (like data next to like data)."""
+    """A group's arrays in payload order: codes, then scales, then LQER offsets, then floats (like next to like)."""
     ordered = sorted(entries, key=lambda e: e.name)
     codes = [(e, "q", e.data) for e in ordered if e.scale is not None]
     scales = [(e, "s", e.scale) for e in ordered if e.scale is not None]
+    zeros = [(e, "z", e.zero) for e in ordered if e.zero is not None]
     floats = [(e, "f", e.data) for e in ordered if e.scale is None]
-    return codes + scales + floats  # type: ignore[return-value]
+    return codes + scales + zeros + floats  # type: ignore[return-value]
 
 
 def _art_to_bytes(t: Tensor, shuffle: bool) -> bytes:
@@ -560,11 +599,33 @@ def _art_to_bytes(t: Tensor, shuffle: bool) -> bytes:
     return shuffle_bytes(raw, arr.itemsize) if shuffle else raw
 
 
-def group_payloads(entries: list[QTensor], shuffle: bool) -> dict[str, bytes]:
-    """Each group's uncompressed payload (the bytes its section compresses)."""
+def _art_role(name: str) -> str:
+    """The parameter a code matrix is, whatever its block: `blocks.3.mlp.fc.weight` -> `blocks.mlp.fc.weight`."""
+    return re.sub(r"\.\d+(?=\.)", "", name)
+
+
+def _art_pieces(entries: list[QTensor]) -> list[Piece]:
+    """pergroup's view of a group payload: 2-D int8 block codes by role, everything else for the rest stream."""
+    pieces = []
+    for e, kind, t in _art_arrays(entries):
+        nbytes = t.numel() * t.element_size()
+        if kind == "q" and e.group != "lqer" and t.dtype == torch.int8 and t.ndim == 2:
+            pieces.append(Piece(nbytes, _art_role(e.name), t.size(0), t.size(1)))
+        else:
+            pieces.append(Piece(nbytes))
+    return pieces
+
+
+def _art_by_group(entries: list[QTensor]) -> dict[str, list[QTensor]]:
     by_group: dict[str, list[QTensor]] = {g: [] for g in GROUPS}
     for e in entries:
         by_group[e.group].append(e)
+    return by_group
+
+
+def group_payloads(entries: list[QTensor], shuffle: bool) -> dict[str, bytes]:
+    """Each group's uncompressed payload (the bytes its section compresses)."""
+    by_group = _art_by_group(entries)
     return {g: b"".join(_art_to_bytes(t, shuffle) for _, _, t in _art_arrays(by_group[g])) for g in GROUPS}
 
 
@@ -579,43 +640,86 @@ class Artifact:
         return len(self.blob)
 
 
+def _art_table_row(e: QTensor) -> list[Any]:
+    row = [e.name, e.group, _art_dtype_name(e.data), list(e.shape), e.bits]
+    return row + [e.qgroup] if e.group == "lqer" else row
+
+
 def pack(entries: list[QTensor], cfg: ArtifactConfig) -> Artifact:
     """Serialize quantized tensors into the container (see the module docstring)."""
     level = cfg.effective_level
-    payloads = group_payloads(entries, cfg.byte_shuffle)
-    # groups compress independently: threads (the codecs release the GIL) cut lzma/brotli/zstd time to the largest
-    with ThreadPoolExecutor(max_workers=len(GROUPS)) as pool:
-        futures = {g: pool.submit(compress, payloads[g], cfg.compressor, level) for g in GROUPS if payloads[g]}
-        sections = {g: futures[g].result() if g in futures else b"" for g in GROUPS}
-    table = [[e.name, e.group, _art_dtype_name(e.data), list(e.shape), e.bits] for e in sorted(entries,
-                                                                                          key=lambda e: e.name)]
-    header = compress(json.dumps({"t": table, "g": [len(sections[g]) for g in GROUPS]},
-                                 separators=(",", ":")).encode(), cfg.compressor, level)
-    prefix = _ART_PREFIX.pack(_ART_MAGIC, _ART_VERSION, COMPRESSORS.index(cfg.compressor), int(cfg.byte_shuffle), level,
-                          len(header))
+    by_group = _art_by_group(entries)
+    streams: dict[str, list[list[object]]] = {}
+    if cfg.compressor == PERGROUP:
+        # each group's streams pick their own layout and codec; the header goes through lzma (always at hand)
+        def encode(g: str) -> bytes:
+            arrays = _art_arrays(by_group[g])
+            blob, streams[g] = pergroup_encode([_art_to_bytes(t, cfg.byte_shuffle) for _, _, t in arrays],
+                                               _art_pieces(by_group[g]))
+            return blob
+
+        with ThreadPoolExecutor(max_workers=len(GROUPS)) as pool:
+            futures = {g: pool.submit(encode, g) for g in GROUPS if by_group[g]}
+            sections = {g: futures[g].result() if g in futures else b"" for g in GROUPS}
+        header_codec, header_level = "lzma", 9
+    else:
+        payloads = group_payloads(entries, cfg.byte_shuffle)
+        # groups compress independently: threads (the codecs release the GIL) cut lzma/brotli/zstd time to the largest
+        with ThreadPoolExecutor(max_workers=len(GROUPS)) as pool:
+            futures = {g: pool.submit(compress, payloads[g], cfg.compressor, level) for g in GROUPS if payloads[g]}
+            sections = {g: futures[g].result() if g in futures else b"" for g in GROUPS}
+        header_codec, header_level = cfg.compressor, level
+    table = [_art_table_row(e) for e in sorted(entries, key=lambda e: e.name)]
+    meta: dict[str, Any] = {"t": table, "g": [len(sections[g]) for g in GROUPS]}
+    if streams:
+        meta["s"] = {g: streams[g] for g in GROUPS if g in streams}
+    header = compress(json.dumps(meta, separators=(",", ":")).encode(), header_codec, header_level)
+    comp_id = len(COMPRESSORS) if cfg.compressor == PERGROUP else COMPRESSORS.index(cfg.compressor)
+    prefix = _ART_PREFIX.pack(_ART_MAGIC, _ART_VERSION, comp_id, int(cfg.byte_shuffle), level, len(header))
     blob = prefix + header + b"".join(sections[g] for g in GROUPS)
     return Artifact(blob, {g: len(sections[g]) for g in GROUPS}, len(prefix) + len(header))
 
 
+def artifact_format(blob: bytes) -> tuple[int, str]:
+    """(container version, compressor) of an artifact, or ValueError for a file that is not one golf can read."""
+    magic, version, comp_id, _, _, _ = _ART_PREFIX.unpack_from(blob, 0)
+    if magic != _ART_MAGIC or version not in (1, _ART_VERSION) or comp_id > len(COMPRESSORS):
+        raise ValueError(f"not a golf artifact golf {_ART_VERSION} reads (magic {magic!r}, version {version})")
+    return version, PERGROUP if comp_id == len(COMPRESSORS) else COMPRESSORS[comp_id]
+
+
 def unpack(blob: bytes) -> list[QTensor]:
     """Parse a container back into its tensors (bit-exact codes, scales and floats)."""
-    magic, version, comp_id, flags, level, header_len = _ART_PREFIX.unpack_from(blob, 0)
-    if magic != _ART_MAGIC or version != _ART_VERSION:
-        raise ValueError(f"not a golf artifact (magic {magic!r}, version {version})")
-    compressor = COMPRESSORS[comp_id]
+    version, compressor = artifact_format(blob)
+    _, _, _, flags, level, header_len = _ART_PREFIX.unpack_from(blob, 0)
     shuffle = bool(flags & 1)
+    groups = GROUPS if version >= 2 else _ART_V1_GROUPS
     pos = _ART_PREFIX.size
-    meta = json.loads(decompress(blob[pos:pos + header_len], compressor, level))
+    header_codec = ("lzma", 9) if compressor == PERGROUP else (compressor, level)
+    meta = json.loads(decompress(blob[pos:pos + header_len], *header_codec))
     pos += header_len
-    by_group: dict[str, list[QTensor]] = {g: [] for g in GROUPS}
-    for name, group, dtype, shape, bits in meta["t"]:
+    by_group: dict[str, list[QTensor]] = {g: [] for g in groups}
+    for name, group, dtype, shape, bits, *extra in meta["t"]:
         # empty templates with the stored shapes and dtypes; filled from the payloads below
-        scale = torch.empty(shape[0], dtype=torch.float16) if bits else None
+        qgroup = int(extra[0]) if extra else 0
+        zero = None
+        if group == "lqer":
+            scale_shape = (shape[0], -(-shape[1] // qgroup)) if qgroup else (shape[0],)
+            scale = torch.empty(scale_shape, dtype=torch.float16)
+            zero = torch.empty(scale_shape, dtype=torch.float16) if qgroup else None
+        else:
+            scale = torch.empty(shape[0], dtype=torch.float16) if bits else None
         data = torch.empty(tuple(shape), dtype=_ART_TORCH_DTYPES[dtype])
-        by_group[group].append(QTensor(name, group, tuple(shape), data, scale, bits))
-    for group, length in zip(GROUPS, meta["g"], strict=True):
-        payload = decompress(blob[pos:pos + length], compressor, level) if length else b""
+        by_group[group].append(QTensor(name, group, tuple(shape), data, scale, bits, zero, qgroup))
+    for group, length in zip(groups, meta["g"], strict=True):
+        section = blob[pos:pos + length]
         pos += length
+        if not length:
+            payload = b""
+        elif compressor == PERGROUP:
+            payload = pergroup_decode(section, meta["s"][group], _art_pieces(by_group[group]))
+        else:
+            payload = decompress(section, compressor, level)
         offset = 0
         for entry, kind, template in _art_arrays(by_group[group]):
             np_dtype = np.dtype(_ART_DTYPES[_art_dtype_name(template)])
@@ -625,13 +729,10 @@ def unpack(blob: bytes) -> list[QTensor]:
             if shuffle:
                 raw = unshuffle_bytes(raw, np_dtype.itemsize)
             values = torch.from_numpy(np.frombuffer(raw, dtype=np_dtype).copy()).reshape(template.shape)
-            if kind == "s":
-                entry.scale = values
-            else:
-                entry.data = values
+            setattr(entry, {"s": "scale", "z": "zero"}.get(kind, "data"), values)
         if offset != len(payload):
             raise ValueError(f"artifact group {group}: {len(payload) - offset} unexpected trailing bytes")
-    return [e for g in GROUPS for e in by_group[g]]
+    return [e for g in groups for e in by_group[g]]
 
 
 def load_artifact(path: str | Path) -> dict[str, Tensor]:

@@ -286,7 +286,28 @@ class Hyperparameters:
     gptq_damp: float = knob(0.01, "GPTQ damping as a fraction of mean(diag H)", "quant", minimum=0.0)
     prune_ratio: float = knob(0.0, "zero this fraction of smallest-magnitude weights before quantizing", "quant",
                               minimum=0.0, maximum=0.99)
-    compressor: str = knob("zlib", "artifact compressor", "quant", choices=("zlib", "zstd", "lzma", "brotli"))
+    matrix_clip_sigmas: float = knob(0.0, "SDClip: clip each row of block matrices at k std(row) (0: quantile clip; "
+                                     "the records: 12.85)", "quant", minimum=0.0, maximum=1000.0)
+    mlp_clip_sigmas: float = knob(0.0, "SDClip k of MLP matrices (0: MATRIX_CLIP_SIGMAS; the records: 10-12)", "quant",
+                                  minimum=0.0, maximum=1000.0)
+    attn_clip_sigmas: float = knob(0.0, "SDClip k of attention matrices (0: MATRIX_CLIP_SIGMAS; the records: 13)",
+                                   "quant", minimum=0.0, maximum=1000.0)
+    embed_clip_sigmas: float = knob(0.0, "SDClip k of embedding tables (0: quantile clip; the records: 20 at int8, "
+                                    "14-15 at int7)", "quant", minimum=0.0, maximum=1000.0)
+    hessian_clip_lambda: float = knob(0.0, "Hessian-aware SDClip under GPTQ: widen a row's clip by 1 + lambda "
+                                      "(importance - 1) (0: plain; #1412: 0.175)", "quant", minimum=0.0, maximum=10.0)
+    lqer_enabled: bool = knob(False, "LQER: low-rank correction of the quantization error of the worst matrices",
+                              "quant")
+    lqer_rank: int = knob(4, "rank of each LQER correction", "quant", minimum=1, maximum=256)
+    lqer_top_k: int = knob(3, "matrices with the largest squared quantization error that get a correction", "quant",
+                           minimum=1, maximum=10_000)
+    lqer_factor_bits: int = knob(4, "bits of the LQER factors", "quant", minimum=2, maximum=8)
+    lqer_asym_enabled: bool = knob(False, "asymmetric LQER factors (fp16 scale and offset per LQER_ASYM_GROUP values; "
+                                   "off: one scale per rank component)", "quant")
+    lqer_asym_group: int = knob(64, "values per group of the asymmetric LQER factors", "quant", minimum=1,
+                                maximum=_MAX_WIDTH)
+    compressor: str = knob("zlib", "artifact compressor (pergroup: each stream of each group by its own best codec "
+                           "and layout)", "quant", choices=("zlib", "zstd", "lzma", "brotli", "pergroup"))
     compress_level: int = knob(0, "compressor level (0: the strongest: zlib 9, zstd 22, lzma 9, brotli 11)", "quant",
                                minimum=0, maximum=22)
     byte_shuffle: bool = knob(False, "byte-shuffle tensors before compressing", "quant")
@@ -379,6 +400,9 @@ class Hyperparameters:
             raise KnobError(f"EVAL_STRIDE={self.eval_stride} exceeds the evaluation window {self.eval_seq_len}")
         if self.ttt_enabled and self.ttt_pre_quant and self.ttt_mode == "adapt_first":
             raise KnobError("TTT_PRE_QUANT=1 and TTT_MODE=adapt_first are two different TTT forms: pick one")
+        if self.compressor == "pergroup" and self.compress_level:
+            raise KnobError(f"COMPRESS_LEVEL={self.compress_level}: COMPRESSOR=pergroup picks every stream's codec at "
+                            "its strongest level; leave COMPRESS_LEVEL at 0")
         top = STRONGEST_COMPRESS_LEVEL[self.compressor]
         if self.compress_level > top:
             raise KnobError(f"COMPRESS_LEVEL={self.compress_level} exceeds {self.compressor}'s strongest level {top} "
@@ -436,7 +460,7 @@ def canonical_knob(name: str) -> str | None:
     return name if name in KNOBS_BY_NAME else KNOB_ALIASES.get(name)
 
 # The strongest level of each COMPRESSOR: what COMPRESS_LEVEL=0 means, and the highest level it accepts.
-STRONGEST_COMPRESS_LEVEL = {"zlib": 9, "zstd": 22, "lzma": 9, "brotli": 11}
+STRONGEST_COMPRESS_LEVEL = {"zlib": 9, "zstd": 22, "lzma": 9, "brotli": 11, "pergroup": 0}
 
 # Families of env-var names the trainer owns: an unknown name in one of them is almost surely a typo
 # of a knob (XSA_LAST, TTT_EPOCH, ...) and is rejected rather than silently ignored.
@@ -486,6 +510,8 @@ def _normalize(kw: dict[str, Any]) -> None:
     """Replace "0 means inherit" knob values by what they inherit, so equal configs compare equal."""
     kw["mlp_bits"] = kw["mlp_bits"] or kw["matrix_bits"]
     kw["attn_bits"] = kw["attn_bits"] or kw["matrix_bits"]
+    kw["mlp_clip_sigmas"] = kw["mlp_clip_sigmas"] or kw["matrix_clip_sigmas"]
+    kw["attn_clip_sigmas"] = kw["attn_clip_sigmas"] or kw["matrix_clip_sigmas"]
     if kw["embed_wd"] < 0:
         kw["embed_wd"] = kw["adam_wd"]
     kw["eval_seq_len"] = kw["eval_seq_len"] or kw["train_seq_len"]
