@@ -22,11 +22,23 @@ class ByteLUTs:
     has_leading_space: torch.Tensor  # bool [table]
     is_boundary: torch.Tensor  # bool [table]: control/unknown/unused ids (and ids beyond the tokenizer)
 
-    def to(self, device: torch.device | str) -> ByteLUTs:
-        return ByteLUTs(self.base_bytes.to(device), self.has_leading_space.to(device), self.is_boundary.to(device))
+    # CaseOps: the original text's bytes of each validation target, by its position in the validation stream
+    # (golf.data.caseops writes it as fineweb_val_bytes_*.bin); when set, it replaces the piece-length count.
+    sidecar: torch.Tensor | None = None
 
-    def count_bytes(self, prev_ids: torch.Tensor, target_ids: torch.Tensor) -> torch.Tensor:
-        """Bytes per target token (same shape as target_ids), as int32."""
+    def to(self, device: torch.device | str) -> ByteLUTs:
+        sidecar = None if self.sidecar is None else self.sidecar.to(device)
+        return ByteLUTs(self.base_bytes.to(device), self.has_leading_space.to(device), self.is_boundary.to(device),
+                        sidecar)
+
+    def count_bytes(self, prev_ids: torch.Tensor, target_ids: torch.Tensor,
+                    positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Bytes per target token (same shape as target_ids), as int32. `positions`: each target's index in the
+        validation stream (required with a byte sidecar)."""
+        if self.sidecar is not None:
+            if positions is None:
+                raise ValueError("a byte sidecar counts bytes by stream position: pass the targets' positions")
+            return self.sidecar[positions.clamp(0, self.sidecar.numel() - 1)].to(torch.int32)
         nbytes = self.base_bytes[target_ids].to(torch.int32)
         space = self.has_leading_space[target_ids] & ~self.is_boundary[prev_ids]
         return nbytes + space.to(torch.int32)

@@ -28,7 +28,9 @@ from .artifact import (
 )
 from .evaluate import EvalResult, TokenLossFn, evaluate_plain, val_batch_seqs
 from .hparams import Hyperparameters
+from .lora_ttt import LoRASettings, lora_ttt
 from .model import GPT
+from .phased_ttt import GlobalSettings, phased_ttt
 from .runtime import Runtime
 from .sliding import WindowScorer, device_tokens
 from .source import shipped_code
@@ -85,6 +87,18 @@ def prime_eval_graphs(model: GPT, hp: Hyperparameters, rt: Runtime, val_tokens: 
         rt.log(f"eval_warmup:compiled {','.join(primed)} in {time.perf_counter() - t0:.1f}s")
 
 
+def document_ttt(model: GPT, hp: Hyperparameters, rt: Runtime, val_tokens: torch.Tensor, luts: Any,
+                 compile_fn: bool) -> EvalResult:
+    """Per-document LoRA TTT, phased when PHASED_TTT_ENABLED; its time is the TTT loop's (the records' count)."""
+    cfg = LoRASettings.from_hp(hp)
+    if hp.phased_ttt_enabled:
+        result, _ = phased_ttt(model, val_tokens, luts, cfg, GlobalSettings.from_hp(hp), rt, compile_fn, hp.seed)
+    else:
+        result, _ = lora_ttt(model, val_tokens, luts, cfg, rt, compile_fn, hp.seed)
+    rt.log(f"ttt:done time={result.elapsed_ms / 1000.0:.1f}s")
+    return result
+
+
 def log_result(rt: Runtime, label: str, result: EvalResult) -> None:
     rt.log(f"{label} val_loss:{result.val_loss:.4f} val_bpb:{result.val_bpb:.4f} eval_time:{result.elapsed_ms:.0f}ms")
     rt.log(f"{label}_exact val_loss:{result.val_loss:.8f} val_bpb:{result.val_bpb:.8f}")
@@ -98,8 +112,15 @@ def stage_labels(hp: Hyperparameters) -> dict[str, str]:
         "pre_quant": "pre_quant",
         "post_quant": f"final_{quant}_{comp}_roundtrip",
         "sliding": f"final_{quant}_sliding_window",
-        "post_ttt": "legal_ttt" if hp.ttt_mode == "score_first" else f"final_{quant}_ttt",
+        "post_ttt": ttt_label(hp, quant),
     }
+
+
+def ttt_label(hp: Hyperparameters, quant: str) -> str:
+    """The TTT result label: golf's for its chunked forms, the records' for LoRA and phased TTT."""
+    if hp.ttt_mode == "lora":
+        return "quantized_ttt_phased" if hp.phased_ttt_enabled else "quantized_ttt_lora"
+    return "legal_ttt" if hp.ttt_mode == "score_first" else f"final_{quant}_ttt"
 
 
 def write_artifact(model: GPT, hp: Hyperparameters, rt: Runtime, hessians: dict[str, torch.Tensor] | None,
@@ -179,7 +200,9 @@ def final_stages(model: GPT, eval_fn: TokenLossFn, hp: Hyperparameters, rt: Runt
 
     if hp.ttt_enabled:
         cfg_ttt = TTTSettings.from_hp(hp)
-        if hp.ttt_mode == "score_first":
+        if hp.ttt_mode == "lora":
+            record("post_ttt", document_ttt(model, hp, rt, val_tokens, luts, compile_fn))
+        elif hp.ttt_mode == "score_first":
             # without a sliding stage, the plain sequences are the windows (stride = window)
             ttt_scorer = scorer or eval_scorer(model, hp, rt, val_tokens, luts, hp.eval_seq_len)
             out = score_first_ttt(model, ttt_scorer, cfg_ttt, rt, compile_fn)

@@ -242,6 +242,8 @@ class Hyperparameters:
     parallel_start_layer: int = knob(0, "first layer with parallel residuals", "technique",
                                      minimum=0, maximum=_MAX_LAYERS)
     ortho_init: bool = knob(False, "orthogonal init of block matrices", "technique")
+    doc_attention: bool = knob(False, "document-isolated attention (never across a BOS) and the packing loader: "
+                               "one row of packed documents per micro-step", "technique")
     # -- optimizer
     embed_lr: float = knob(0.6, "Adam LR of the untied input embedding", "optim", minimum=0.0)
     head_lr: float = knob(0.008, "Adam LR of the untied output head", "optim", minimum=0.0)
@@ -321,8 +323,9 @@ class Hyperparameters:
                                 minimum=1, maximum=1_000_000)
     # -- test-time training
     ttt_enabled: bool = knob(False, "test-time training stage", "ttt")
-    ttt_mode: str = knob("score_first", "score_first (legal) or adapt_first (non-record)", "ttt",
-                         choices=("score_first", "adapt_first"))
+    ttt_mode: str = knob("score_first", "score_first (legal, chunked full-model SGD), lora (legal, per-document "
+                         "LoRA adapters) or adapt_first (non-record)", "ttt",
+                         choices=("score_first", "lora", "adapt_first"))
     ttt_pre_quant: bool = knob(False, "AdamW on validation tokens before quantization (non-record)", "ttt")
     ttt_chunk_tokens: int = knob(32768, "validation tokens per TTT chunk", "ttt", minimum=1, maximum=_MAX_TOKENS)
     ttt_epochs: int = knob(3, "passes over each chunk", "ttt", minimum=0, maximum=1000)
@@ -338,6 +341,40 @@ class Hyperparameters:
                              choices=("cosine_chunks", "cosine_steps", "constant"))
     ttt_lr_out_mult: float = knob(1.0, "TTT LR multiplier of output projections", "ttt", minimum=0.0)
     ttt_lr_in_mult: float = knob(1.0, "TTT LR multiplier of input projections", "ttt", minimum=0.0)
+    # -- per-document LoRA TTT (TTT_MODE=lora; golf.trainer.lora_ttt), defaults of the records (#1736)
+    ttt_lora_rank: int = knob(96, "LoRA TTT: adapter rank", "ttt", minimum=1, maximum=_MAX_WIDTH)
+    ttt_lora_alpha: float = knob(0.0, "LoRA TTT: adapters scaled by alpha/rank (0: scale 1)", "ttt", minimum=0.0)
+    ttt_lora_lr: float = knob(1e-4, "LoRA TTT: AdamW learning rate", "ttt", minimum=0.0)
+    ttt_k_lora: bool = knob(True, "LoRA TTT: adapters on the key projections too", "ttt")
+    ttt_o_lora: bool = knob(True, "LoRA TTT: adapters on the attention output projections", "ttt")
+    ttt_mlp_lora: bool = knob(True, "LoRA TTT: an adapter from each MLP's input to its output", "ttt")
+    ttt_batch_size: int = knob(64, "LoRA TTT: documents per batch (one adapter set each)", "ttt",
+                               minimum=1, maximum=1_000_000)
+    ttt_chunk_size: int = knob(48, "LoRA TTT: targets scored, then trained on, per step of a document", "ttt",
+                               minimum=1, maximum=_MAX_SEQ_LEN)
+    ttt_beta1: float = knob(0.0, "LoRA TTT: AdamW beta1", "ttt", minimum=0.0, maximum=1.0)
+    ttt_beta2: float = knob(0.999, "LoRA TTT: AdamW beta2", "ttt", minimum=0.0, maximum=1.0)
+    ttt_grad_steps: int = knob(1, "LoRA TTT: optimizer steps per chunk", "ttt", minimum=1, maximum=1000)
+    # -- phased TTT (golf.trainer.phased_ttt): LoRA TTT plus global SGD on the scored prefix between phases
+    phased_ttt_enabled: bool = knob(False, "phased TTT: global SGD over the already-scored documents between "
+                                    "phases of LoRA TTT (needs TTT_MODE=lora)", "ttt")
+    phased_ttt_num_phases: int = knob(1, "phased TTT: global SGD phases within the prefix", "ttt",
+                                      minimum=1, maximum=1000)
+    phased_ttt_prefix_docs: int = knob(2000, "phased TTT: documents (in scoring order) the phases span", "ttt",
+                                       minimum=0, maximum=_MAX_TOKENS)
+    global_ttt_lr: float = knob(0.001, "phased TTT: global SGD learning rate (cosine over chunks)", "ttt",
+                                minimum=0.0)
+    global_ttt_momentum: float = knob(0.9, "phased TTT: global SGD momentum", "ttt", minimum=0.0, maximum=1.0)
+    global_ttt_epochs: int = knob(1, "phased TTT: passes over each chunk of the scored prefix", "ttt",
+                                  minimum=0, maximum=1000)
+    global_ttt_chunk_tokens: int = knob(32768, "phased TTT: prefix tokens per LR step of the cosine", "ttt",
+                                        minimum=1, maximum=_MAX_TOKENS)
+    global_ttt_batch_seqs: int = knob(32, "phased TTT: sequences per global SGD step (all ranks)", "ttt",
+                                      minimum=1, maximum=1_000_000)
+    global_ttt_grad_clip: float = knob(1.0, "phased TTT: gradient-norm clip (0: off)", "ttt", minimum=0.0)
+    global_ttt_warmup_start_lr: float = knob(0.0, "phased TTT: LR of the first warm-up chunk", "ttt", minimum=0.0)
+    global_ttt_warmup_chunks: int = knob(0, "phased TTT: chunks of linear LR warm-up", "ttt",
+                                         minimum=0, maximum=_MAX_STEPS)
 
     @classmethod
     def resolve(cls, values: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
@@ -398,6 +435,11 @@ class Hyperparameters:
                             f"TRAIN_SEQ_LEN={self.train_seq_len}")
         if self.eval_stride and self.eval_stride > self.eval_seq_len:
             raise KnobError(f"EVAL_STRIDE={self.eval_stride} exceeds the evaluation window {self.eval_seq_len}")
+        if self.phased_ttt_enabled and not (self.ttt_enabled and self.ttt_mode == "lora"):
+            raise KnobError("PHASED_TTT_ENABLED=1 phases the LoRA TTT: set TTT_ENABLED=1 and TTT_MODE=lora")
+        if self.ttt_enabled and self.ttt_mode == "lora" and self.ttt_chunk_size > self.ttt_seq_len:
+            raise KnobError(f"TTT_CHUNK_SIZE={self.ttt_chunk_size} exceeds the TTT window TTT_SEQ_LEN="
+                            f"{self.ttt_seq_len}")
         if self.ttt_enabled and self.ttt_pre_quant and self.ttt_mode == "adapt_first":
             raise KnobError("TTT_PRE_QUANT=1 and TTT_MODE=adapt_first are two different TTT forms: pick one")
         if self.compressor == "pergroup" and self.compress_level:

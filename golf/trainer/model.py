@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import causal_attention
+from .doc_attention import BOS_ID, DocLayout, isolated_attention, layout, segment_span, with_mask
 from .hparams import Hyperparameters
 
-BOS_ID = 1  # SentencePiece bos_id in the challenge's tokenizers; every document starts with it
 IGNORE_TARGET = -100  # a target the training loss skips (padding rows of a fixed-shape batch)
 BIGRAM_MULT, PREV_MULT, PREV2_MULT = 36313, 27191, 51497
 
@@ -59,6 +59,7 @@ class ModelConfig:
     parallel_residual: bool
     parallel_start_layer: int
     ortho_init: bool
+    doc_attention: bool
     qat_enabled: bool
     late_qat_threshold: float
     mlp_bits: int
@@ -91,7 +92,13 @@ def fake_quant(weight: Tensor, bits: int, on: Tensor) -> Tensor:
 
 
 class CastedLinear(nn.Linear):
-    """Linear layer with fp32 weights used in the input's dtype; optional QAT fake quantization."""
+    """Linear layer with fp32 weights used in the input's dtype; optional QAT fake quantization.
+
+    `adapter` (set by LoRA TTT, golf.trainer.lora_ttt; never a registered submodule, so state dicts do not change)
+    adds a low-rank term to the output.
+    """
+
+    adapter: Any = None
 
     def __init__(self, in_features: int, out_features: int, qat_bits: int = 0, zero_init: bool = False) -> None:
         super().__init__(in_features, out_features, bias=False)
@@ -106,7 +113,8 @@ class CastedLinear(nn.Linear):
         return fake_quant(self.weight, self.qat_bits, self.qat_on) if self.qat_bits else self.weight
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.effective_weight().to(x.dtype))
+        y = F.linear(x, self.effective_weight().to(x.dtype))
+        return y if self.adapter is None else y + self.adapter(x)
 
 
 class Rotary(nn.Module):
@@ -190,11 +198,13 @@ class Attention(nn.Module):
         parts = (self.c_q, self.c_k, self.c_v)
         weight = torch.cat([m.effective_weight().to(x.dtype) for m in parts])
         q, k, v = F.linear(x, weight).split([m.out_features for m in parts], dim=-1)
+        if any(m.adapter is not None for m in parts):  # LoRA TTT
+            q, k, v = (t if m.adapter is None else t + m.adapter(x) for t, m in zip((q, k, v), parts, strict=True))
         return (q.unflatten(-1, (self.heads, self.head_dim)), k.unflatten(-1, (self.kv_heads, self.head_dim)),
                 v.unflatten(-1, (self.kv_heads, self.head_dim)))
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, ve: Tensor | None,
-                v_first: Tensor | None) -> tuple[Tensor, Tensor]:
+                v_first: Tensor | None, doc: DocLayout | None = None) -> tuple[Tensor, Tensor]:
         b, t, dim = x.shape
         q, k, v_raw = self.qkv(x)
         v = v_raw if ve is None else v_raw + ve.view(b, t, self.kv_heads, self.head_dim)
@@ -203,7 +213,7 @@ class Attention(nn.Module):
             v = lam[0] * v_first + lam[1] * v
         q = apply_rotary(rms_norm(q), cos, sin) * self.q_gain.to(q.dtype)[:, None]
         k = apply_rotary(rms_norm(k), cos, sin)
-        y = causal_attention(q, k, v, self.backend)
+        y = causal_attention(q, k, v, self.backend) if doc is None else isolated_attention(q, k, v, doc)
         if self.xsa:
             y = exclusive_self_attention(y, v)
         if self.gate is not None:
@@ -212,6 +222,8 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
+    adapter: Any = None  # LoRA TTT: a low-rank map from the MLP's input added to its output
+
     def __init__(self, cfg: ModelConfig, qat_bits: int) -> None:
         super().__init__()
         hidden = int(cfg.mlp_mult * cfg.model_dim)
@@ -222,7 +234,8 @@ class MLP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h = self.fc(x)
         h = F.leaky_relu(h, self.negative_slope) if self.negative_slope else torch.relu(h)
-        return self.proj(h.square())
+        out = self.proj(h.square())
+        return out if self.adapter is None else out + self.adapter(x)
 
 
 class Block(nn.Module):
@@ -242,10 +255,10 @@ class Block(nn.Module):
         return h * self.ln_scale if self.ln_scale != 1.0 else h
 
     def forward(self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor, ve: Tensor | None,
-                v_first: Tensor | None) -> tuple[Tensor, Tensor]:
+                v_first: Tensor | None, doc: DocLayout | None = None) -> tuple[Tensor, Tensor]:
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
-        a, v_raw = self.attn(self._norm(x), cos, sin, ve, v_first)
+        a, v_raw = self.attn(self._norm(x), cos, sin, ve, v_first, doc)
         if self.parallel:
             # attention and MLP read the same input
             m = self.mlp(self._norm(x))
@@ -286,10 +299,17 @@ class BigramHash(nn.Module):
         self.proj = CastedLinear(cfg.bigram_dim, cfg.model_dim)
         self.scale = nn.Parameter(torch.tensor(0.05))
 
-    def forward(self, ids: Tensor, dtype: torch.dtype) -> Tensor:
-        h = self.embed(bigram_buckets(ids, self.buckets))
+    def forward(self, ids: Tensor, dtype: torch.dtype, doc_start: Tensor | None = None) -> Tensor:
+        """`doc_start` (DOC_ATTENTION): tokens with no earlier token of their document hash like position 0."""
+        bi = bigram_buckets(ids, self.buckets)
+        if doc_start is not None:
+            bi = torch.where(doc_start, torch.full_like(bi, self.buckets - 1), bi)
+        h = self.embed(bi)
         if self.trigram:
             tri = trigram_buckets(ids, self.buckets)
+            if doc_start is not None:
+                no_prev2 = doc_start | torch.cat((torch.ones_like(doc_start[:, :1]), doc_start[:, :-1]), dim=1)
+                tri = torch.where(no_prev2, torch.full_like(tri, -1), tri)
             h = h + self.embed(tri.clamp_min(0)) * (tri >= 0).unsqueeze(-1).to(h.dtype)
         return self.proj(h.to(dtype)) * self.scale.to(dtype)
 
@@ -336,6 +356,8 @@ def layer_order(num_layers: int, recur_layers: tuple[int, ...], active: bool) ->
 
 
 class GPT(nn.Module):
+    head_adapter: Any = None  # LoRA TTT: a low-rank term added to the logits before the softcap
+
     def __init__(self, config: ModelConfig | Hyperparameters, compute_dtype: torch.dtype = torch.float32,
                  attention_backend: str = "sdpa") -> None:
         super().__init__()
@@ -385,14 +407,21 @@ class GPT(nn.Module):
     # -- forward
     def hidden(self, ids: Tensor) -> Tensor:
         dtype = self.compute_dtype
+        doc = None
+        if self.cfg.doc_attention:  # every position sees only its own document (golf.trainer.doc_attention)
+            doc = with_mask(layout(ids, segment_span(ids.size(1), self.cfg)), self.cfg.num_heads, ids.device)
         x = self.tok_emb(ids).to(dtype)
         if self.bigram is not None:
-            x = x + self.bigram(ids, dtype)
+            x = x + self.bigram(ids, dtype, None if doc is None else doc.doc_start)
         x = rms_norm(x)
         if self.smear is not None:
             x = self.smear(x, ids)
         x0 = x
-        cos, sin = self.rotary.tables(ids.size(1), dtype)
+        if doc is None:
+            cos, sin = self.rotary.tables(ids.size(1), dtype)
+        else:  # RoPE positions restart in every segment, as if each document ran alone
+            cos, sin = self.rotary.tables(doc.span, dtype)
+            cos, sin = cos[doc.position], sin[doc.position]
         ve_base = self.ve(ids, dtype) if self.ve is not None else None
         order = self.order
         n_enc = len(order) // 2
@@ -404,7 +433,7 @@ class GPT(nn.Module):
             ve = None
             if ve_base is not None and layer in self.ve.layers:  # type: ignore[union-attr]
                 ve = ve_base * self.ve.layer_scales[self.ve.layers.index(layer)].to(dtype)  # type: ignore[union-attr]
-            x, v_raw = self.blocks[layer](x, x0, cos, sin, ve, v_first)
+            x, v_raw = self.blocks[layer](x, x0, cos, sin, ve, v_first, doc)
             if v_first is None and self.cfg.value_residual:
                 v_first = v_raw
             if pos < n_enc:
@@ -413,7 +442,8 @@ class GPT(nn.Module):
 
     def logits(self, h: Tensor) -> Tensor:
         weight = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
-        z = F.linear(h, weight.to(h.dtype)).float()
+        z = F.linear(h, weight.to(h.dtype))
+        z = (z if self.head_adapter is None else z + self.head_adapter(h)).float()
         cap = self.cfg.logit_softcap
         return cap * torch.tanh(z / cap)
 

@@ -19,6 +19,7 @@ from .artifact import gptq_reserve_line
 from .attention import fa4_version, resolve_backend
 from .bpb import load_luts
 from .data import TrainLoader, load_val_tokens
+from .doc_attention import make_train_loader
 from .evaluate import evaluate_plain, val_batch_seqs
 from .hparams import Hyperparameters, KnobError
 from .model import GPT, describe
@@ -113,7 +114,7 @@ class Trainer:
             return
         model_state = copy.deepcopy(self.model.state_dict())
         opt_states = [copy.deepcopy(opt.state_dict()) for opt in self.optimizers]
-        loader = TrainLoader(hp.data_path, rt.rank, rt.world_size, rt.device)
+        loader = make_train_loader(hp, rt.rank, rt.world_size, rt.device)
         phases = [self.model.recur_active]
         if self.model.recur_layers and not self.model.recur_active:
             phases.append(True)  # recurrence switches on mid-run: prime that graph too
@@ -142,7 +143,7 @@ class Trainer:
             rt.log("qat:enabled whole_run")
         averager = WeightAverager(model, hp)
         self.averager = averager
-        loader = TrainLoader(hp.data_path, rt.rank, rt.world_size, rt.device)
+        loader = make_train_loader(hp, rt.rank, rt.world_size, rt.device)
         qat_on = hp.qat_enabled
         nonfinite = torch.zeros((), dtype=torch.bool, device=rt.device)
         train_ms, stop_after = 0.0, None
@@ -229,6 +230,9 @@ def log_header(hp: Hyperparameters, rt: Runtime, trainer: Trainer) -> None:
     info = describe(trainer.model)
     rt.log(f"model_params:{info['model_params']}")
     rt.log(f"attention:{trainer.attention} requested:{hp.attn_backend} flash_attn_4:{fa4_version() or 'none'}")
+    if hp.doc_attention:
+        kernel = "flex_block_mask" if rt.is_cuda else "blockwise_sdpa"
+        rt.log(f"doc_attention:enabled kernel:{kernel} max_span:{hp.train_seq_len} loader:packed")
     if hp.xsa_last_n:
         rt.log(f"XSA:last_{hp.xsa_last_n} active_layers:{info['xsa_layers']}")
     if hp.recur_layers:

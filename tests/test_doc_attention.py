@@ -1,0 +1,153 @@
+"""Document-isolated attention: the kernels, the model with DOC_ATTENTION=1, and the packing loader."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from golf.trainer.doc_attention import (
+    BOS_ID,
+    DocumentPackingLoader,
+    isolated_attention,
+    layout,
+    make_train_loader,
+    with_mask,
+)
+from golf.trainer.hparams import Hyperparameters
+from golf.trainer.model import GPT
+from golf.trainer.shards import write_shard
+
+
+def _reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pieces: list[tuple[int, int]]) -> torch.Tensor:
+    """Each piece [s, e) attended alone with plain causal SDPA."""
+    out = torch.zeros_like(q)
+    group = q.size(2) // k.size(2)
+    for s, e in pieces:
+        qh = q[:, s:e].transpose(1, 2)
+        kh = k[:, s:e].repeat_interleave(group, dim=2).transpose(1, 2)
+        vh = v[:, s:e].repeat_interleave(group, dim=2).transpose(1, 2)
+        out[:, s:e] = F.scaled_dot_product_attention(qh, kh, vh, is_causal=True).transpose(1, 2)
+    return out
+
+
+def _ids_with_docs(starts: list[int], length: int) -> torch.Tensor:
+    ids = torch.full((1, length), 7)
+    ids[0, starts] = BOS_ID
+    return ids
+
+
+def test_layout_by_hand() -> None:
+    ids = torch.tensor([[5, BOS_ID, 6, 7, 8, 9, 10, BOS_ID, 3]])
+    lay = layout(ids, span=3)
+    # row start, BOS at 1, the 3-token cap at 4, BOS at 7
+    assert lay.segment.tolist() == [[1, 2, 2, 2, 3, 3, 3, 4, 4]]
+    assert lay.position.tolist() == [[0, 0, 1, 2, 0, 1, 2, 0, 1]]
+    assert lay.doc_start.tolist() == [[True, True, False, False, False, False, False, True, False]]
+
+
+@pytest.mark.parametrize("span", [16, 5])
+def test_blockwise_kernel_equals_each_document_alone(span: int) -> None:
+    torch.manual_seed(0)
+    t, starts = 40, [0, 9, 10, 23, 31]  # a one-token document at 9; with span 5 the longer ones are cut
+    q, k, v = torch.randn(1, t, 4, 8), torch.randn(1, t, 2, 8), torch.randn(1, t, 2, 8)
+    ids = _ids_with_docs(starts, t)
+    lay = with_mask(layout(ids, span), 4, torch.device("cpu"))
+    bounds = starts + [t]
+    pieces = [(s, min(s + span, e)) for a, e in zip(bounds, bounds[1:], strict=False) for s in range(a, e, span)]
+    assert torch.allclose(isolated_attention(q, k, v, lay), _reference(q, k, v, pieces), atol=1e-5)
+
+
+def test_flex_kernel_equals_blockwise_kernel() -> None:
+    torch.manual_seed(1)
+    t = 64
+    q, k, v = torch.randn(2, t, 2, 8), torch.randn(2, t, 1, 8), torch.randn(2, t, 1, 8)
+    ids = torch.cat((_ids_with_docs([0, 13, 40], t), _ids_with_docs([5, 6, 30], t)))
+    dense = with_mask(layout(ids, 32), 2, torch.device("cpu"))
+    flex = layout(ids, 32)
+    from golf.trainer import doc_attention
+
+    flex.mask = doc_attention._block_mask(flex.segment, 2)  # the CUDA kernel, run eagerly on the CPU
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "flex_attention called without torch.compile" is expected here
+        got = isolated_attention(q, k, v, flex)
+    assert torch.allclose(got, isolated_attention(q, k, v, dense), atol=1e-5)
+
+
+def _doc_gpt(**extra: object) -> GPT:
+    values = {"NUM_LAYERS": 2, "MODEL_DIM": 32, "NUM_HEADS": 2, "NUM_KV_HEADS": 1, "VOCAB_SIZE": 64,
+              "TRAIN_SEQ_LEN": 32, "TRAIN_BATCH_TOKENS": 32, "DOC_ATTENTION": 1, **extra}
+    torch.manual_seed(0)
+    model = GPT(Hyperparameters.resolve(values=values))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model.eval()
+
+
+@pytest.mark.parametrize("extra", [{}, {"BIGRAM_VOCAB_SIZE": 97, "TRIGRAM": 1, "SMEAR_GATE": 1, "XSA_LAST_N": 2,
+                                        "VALUE_RESIDUAL": 1, "ROPE_DIMS": 8}])
+def test_packed_documents_score_as_if_each_ran_alone(extra: dict) -> None:
+    model = _doc_gpt(**extra)
+    gen = torch.Generator().manual_seed(3)
+    docs = [torch.cat((torch.tensor([BOS_ID]), torch.randint(2, 64, (n - 1,), generator=gen))) for n in (7, 12, 1, 9)]
+    packed = torch.cat(docs)[None]
+    targets = torch.randint(2, 64, packed.shape, generator=gen)
+    with torch.no_grad():
+        together = model.token_losses(packed, targets)[0]
+        alone, pos = [], 0
+        for d in docs:
+            alone.append(model.token_losses(d[None], targets[:, pos:pos + d.numel()])[0])
+            pos += d.numel()
+    assert torch.allclose(together, torch.cat(alone), atol=1e-5)
+
+
+def test_documents_influence_each_other_without_the_knob() -> None:
+    """The check above can fail: with DOC_ATTENTION=0 the second document sees the first."""
+    on, off = _doc_gpt(), _doc_gpt(DOC_ATTENTION=0)
+    off.load_state_dict(on.state_dict())
+    ids = torch.tensor([[BOS_ID, 5, 6, 7, BOS_ID, 8, 9]])
+    tgt = torch.tensor([[5, 6, 7, BOS_ID, 8, 9, 10]])
+    changed = ids.clone()
+    changed[0, 1:4] = torch.tensor([20, 21, 22])  # a different first document
+    with torch.no_grad():
+        assert torch.allclose(on.token_losses(ids, tgt)[0, 4:], on.token_losses(changed, tgt)[0, 4:], atol=1e-6)
+        assert not torch.allclose(off.token_losses(ids, tgt)[0, 4:], off.token_losses(changed, tgt)[0, 4:])
+
+
+def _shard_dir(tmp_path: Path, tokens: np.ndarray) -> Path:
+    write_shard(tmp_path / "fineweb_train_000000.bin", tokens[: tokens.size // 2])
+    write_shard(tmp_path / "fineweb_train_000001.bin", tokens[tokens.size // 2:])
+    return tmp_path
+
+
+def test_packing_loader_covers_every_token_once(tmp_path: Path) -> None:
+    tokens = np.arange(1000, dtype=np.int64) % 60000
+    data = _shard_dir(tmp_path, tokens)
+    micro, world = 32, 2
+    spans: list[np.ndarray] = []
+    loaders = [DocumentPackingLoader(str(data), r, world, torch.device("cpu")) for r in range(world)]
+    for _ in range(7):  # 7 micro-steps x 2 ranks x 33 tokens = 462 tokens, crossing into the second shard
+        for loader in loaders:
+            x, y = loader.next_batch(micro * world * 2, 16, 2)
+            assert x.shape == (1, micro) and y.shape == (1, micro)
+            assert torch.equal(x[0, 1:], y[0, :-1])
+            spans.append(np.concatenate((x[0].numpy(), y[0, -1:].numpy())))
+    seen = np.concatenate(spans)
+    assert np.array_equal(seen, tokens[: seen.size])  # in order, none repeated, none skipped
+
+
+def test_make_train_loader_follows_the_knob(tmp_path: Path) -> None:
+    data = _shard_dir(tmp_path, np.arange(400, dtype=np.int64))
+    common = {"DATA_PATH": str(data), "TRAIN_SEQ_LEN": 16, "TRAIN_BATCH_TOKENS": 64}
+    rows = make_train_loader(Hyperparameters.resolve(values=common), 0, 1, torch.device("cpu"))
+    packed = make_train_loader(Hyperparameters.resolve(values={**common, "DOC_ATTENTION": 1}), 0, 1,
+                               torch.device("cpu"))
+    xr, _ = rows.next_batch(64, 16, 1)
+    xp, _ = packed.next_batch(64, 16, 1)
+    assert xr.shape == (4, 16) and xp.shape == (1, 64)
+    assert torch.equal(xr.reshape(1, -1), xp)
