@@ -70,10 +70,14 @@ def test_bundled_plan_resolves_every_knob(workdir: Path, tiny_data: Path) -> Non
 
 
 def test_bundled_code_hash_covers_the_trainer_sources(workdir: Path, tiny_data: Path) -> None:
+    """Every module of the package, in name order, as code_text (comments and docstrings out: tests of it in
+    test_trainer_source.py)."""
+    from golf.trainer.source import code_text
+
     plan = plan_runs(load_spec(spec_file(workdir, tiny_data)), None)[0]
     digest = hashlib.sha256()
     for path in sorted(TRAINER_DIR.glob("*.py"), key=lambda p: p.name):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        digest.update(path.name.encode() + b"\0" + code_text(path.read_text(encoding="utf-8")).encode() + b"\0")
     assert plan.code_hash == digest.hexdigest()
 
 
@@ -233,3 +237,41 @@ def test_exported_knobs_are_ignored_with_a_note(workdir: Path, tiny_data: Path,
     plan = plan_runs(load_spec(spec_file(workdir, tiny_data)), None)[0]
     assert plan.knobs["ITERATIONS"] == "20000" == plan.env["ITERATIONS"]  # the spec's value (the default) is passed
     assert any("ITERATIONS are ignored" in note for note in plan.notes)
+
+
+def _resolved(**values: object) -> dict[str, str]:
+    from golf.trainer.hparams import Hyperparameters
+
+    return Hyperparameters.resolve(values={"SEED": 7, "RUN_ID": "r", "DATA_PATH": "/d", **values}).as_env()
+
+
+@pytest.mark.parametrize("values, changed", [
+    ({}, {}),
+    ({"TRAIN_SEQ_LEN": 2048}, {"TRAIN_SEQ_LEN": ("1024", "2048")}),  # EVAL_SEQ_LEN and TTT_SEQ_LEN follow it
+    ({"MATRIX_BITS": 6}, {"MATRIX_BITS": ("8", "6")}),  # MLP_BITS and ATTN_BITS follow it
+    ({"ADAM_WD": 0.04}, {"ADAM_WD": ("0.0", "0.04")}),  # EMBED_WD follows it
+    # pinned rather than following TRAIN_SEQ_LEN: a change, though the baseline's value is also 1024
+    ({"TRAIN_SEQ_LEN": 2048, "EVAL_SEQ_LEN": 1024}, {"TRAIN_SEQ_LEN": ("1024", "2048"),
+                                                     "EVAL_SEQ_LEN": ("1024", "1024")}),
+    ({"NUM_LAYERS": 11, "XSA_LAST_N": 11}, {"NUM_LAYERS": ("9", "11"), "XSA_LAST_N": ("0", "11")}),
+])
+def test_changed_knobs_are_the_ones_the_run_set(values: dict[str, object], changed: dict[str, tuple[str, str]]) -> None:
+    from golf.launch.plan import changed_knobs
+
+    assert changed_knobs(_resolved(**values)) == changed
+
+
+def test_show_and_export_list_the_same_changed_knobs(tmp_path: Path) -> None:
+    """`golf show` and export-record's README both call changed_knobs: TRAIN_SEQ_LEN alone lists only itself."""
+    from typer.testing import CliRunner
+
+    from golf.store import Run, Store
+    from golf_cli.main import app
+
+    db = tmp_path / "runs.db"
+    Store(db).create_run(Run(id="r1", name="long-s7", seed=7, status="completed", trainer="bundled",
+                             config=_resolved(TRAIN_SEQ_LEN=2048)))
+    result = CliRunner().invoke(app, ["show", "r1", "--db", str(db), "--format", "csv"])
+    assert result.exit_code == 0, result.stderr
+    rows = [line.split(",") for line in result.stdout.splitlines()]
+    assert [row[1:] for row in rows if row[0] == "knobs"] == [["TRAIN_SEQ_LEN", "2048"]]

@@ -28,7 +28,7 @@ from datetime import date
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
-from golf.analysis.groups import Group, RunRecord, group_of_runs, is_identity_key, resolve_ref
+from golf.analysis.groups import Group, RunRecord, group_of_runs, resolve_ref
 from golf.analysis.stats import Delta, Rule, Stat, compare_stats, summarize
 from golf.errors import GolfError
 from golf.export import checks as C
@@ -341,25 +341,13 @@ def _changes(group: Group, baseline: Baseline | None) -> tuple[list[tuple[str, A
     """The knobs this group sets differently from the --against group, else from the trainer's defaults (the
     challenge's naive baseline)."""
     from golf.analysis.compare import differing_params
-    from golf.trainer.hparams import Hyperparameters, KnobError
+    from golf.launch.plan import changed_knobs
 
     if baseline is not None and baseline.group is not None:
         diffs = differing_params([baseline.group, group])
         return [(k, v[0], v[1]) for k, v in diffs.items()], baseline.label
-    defaults = Hyperparameters.resolve().as_env()
-    config = {k: str(v) for k, v in (group.scored_runs[0].get("config") or {}).items()}
-    rows = []
-    for key, value in group.config().items():
-        if key not in defaults or not is_identity_key(key) or str(value) == defaults[key]:
-            continue
-        # a "0 means inherit" knob (EVAL_SEQ_LEN, MLP_BITS, ...) whose value follows from the others is no change
-        try:
-            unset = Hyperparameters.resolve(values={k: v for k, v in config.items() if k != key and k in defaults})
-        except KnobError:  # the others need this value (NUM_LAYERS=11 under XSA_LAST_N=11): a real change
-            unset = None
-        if unset is not None and unset.format(key) == str(value):
-            continue
-        rows.append((key, defaults[key], value))
+    config = group.scored_runs[0].get("config") or {}
+    rows = [(key, default, value) for key, (default, value) in changed_knobs(config).items()]
     return rows, "the challenge's defaults (the naive baseline's knobs)"
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import golf
 from golf.errors import GolfError
 from golf.spec import Spec, display_path
-from golf.trainer.hparams import Hyperparameters, KnobError, looks_like_knob, unknown_knob_message
+from golf.trainer.hparams import KNOBS_BY_NAME, Hyperparameters, KnobError, looks_like_knob, unknown_knob_message
 
 PATH_KNOBS = ("DATA_PATH", "TOKENIZER_PATH")
 IDENTITY_EXCLUDED = ("SEED", "RUN_ID", *PATH_KNOBS)
@@ -64,6 +64,36 @@ class RunPlan:
     @property
     def bundled(self) -> bool:
         return self.trainer == "bundled"
+
+
+def changed_knobs(config: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
+    """knob -> (default, value) for the knobs of a bundled-trainer config that the run really set: those whose
+    value is not what the trainer would resolve with that knob unset and every other knob as given. So a knob that
+    follows another ("0 means inherit": EVAL_SEQ_LEN after TRAIN_SEQ_LEN, TTT_SEQ_LEN, MLP_BITS, ATTN_BITS,
+    EMBED_WD) is no change when it holds the inherited value. SEED, RUN_ID and the data paths are not knobs of the
+    configuration (IDENTITY_EXCLUDED); keys that are no knobs are left out."""
+    defaults = Hyperparameters.resolve().as_env()
+    given = {k: _canonical(k, v) for k, v in config.items() if k in KNOBS_BY_NAME}
+    out: dict[str, tuple[str, str]] = {}
+    for key, value in given.items():
+        if key in IDENTITY_EXCLUDED:
+            continue
+        try:
+            unset = Hyperparameters.resolve(values={k: v for k, v in given.items() if k != key}).format(key)
+        except KnobError:  # the others need this value (NUM_LAYERS=11 under XSA_LAST_N=11): a real change
+            unset = None
+        if unset != value:
+            out[key] = (defaults[key], value)
+    return out
+
+
+def _canonical(name: str, value: Any) -> str:
+    """A knob value as the trainer's env text (`4` and `+4` are both `4`); as given when it does not parse."""
+    knob = KNOBS_BY_NAME[name]
+    try:
+        return knob.format(knob.parse(value))
+    except KnobError:
+        return str(value)
 
 
 def new_run_id() -> str:

@@ -46,6 +46,7 @@ def show(
 def byte_rows(run: Run) -> list[dict[str, Any]]:
     """(group, bytes, share of the total) rows, then the total, the cap and the headroom."""
     from golf.trainer.limits import BYTES_CAP
+
     groups = dict(run.bytes_breakdown or {})
     if not groups:
         groups = {k: v for k, v in (("model", run.model_bytes), ("code", run.code_bytes)) if v is not None}
@@ -138,11 +139,9 @@ def _table_text(run: Run, steps: list[Step], with_bytes: bool, fmt: str = "table
 
 
 def _non_default_knobs(run: Run) -> dict[str, str]:
-    """For bundled-trainer runs: the knobs that differ from the trainer's defaults."""
+    """For bundled-trainer runs: the knobs the run set (golf.launch.plan.changed_knobs)."""
     if run.trainer != "bundled" or not run.config:
         return {}
-    from golf.trainer.hparams import Hyperparameters
+    from golf.launch.plan import changed_knobs
 
-    defaults = Hyperparameters.resolve().as_env()
-    skip = {"SEED", "RUN_ID", "DATA_PATH", "TOKENIZER_PATH"}
-    return {k: v for k, v in run.config.items() if k not in skip and defaults.get(k) != v}
+    return {k: value for k, (_, value) in changed_knobs(run.config).items()}

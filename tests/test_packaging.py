@@ -1,0 +1,43 @@
+"""pyproject.toml: every declared dependency has a job in golf, py.typed ships, the version is written once."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+import golf
+
+REPO = Path(__file__).resolve().parent.parent
+IMPORT_NAME = {"pyyaml": "yaml", "huggingface_hub": "huggingface_hub"}  # distribution -> module, where they differ
+
+tomllib = pytest.importorskip("tomllib") if sys.version_info >= (3, 11) else pytest.importorskip("tomli")
+
+
+def _project() -> dict:  # type: ignore[type-arg]
+    return tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def test_every_declared_dependency_is_imported_by_golf() -> None:
+    sources = "\n".join(p.read_text() for d in ("golf", "golf_cli") for p in (REPO / d).rglob("*.py"))
+    unused = []
+    for requirement in _project()["project"]["dependencies"]:
+        dist = re.match(r"[A-Za-z0-9_.-]+", requirement).group(0).lower()  # type: ignore[union-attr]
+        module = IMPORT_NAME.get(dist, dist.replace("-", "_"))
+        if not re.search(rf"^\s*(import|from) {module}\b", sources, re.MULTILINE):
+            unused.append(dist)
+    assert unused == []
+
+
+def test_py_typed_ships_and_the_version_has_one_source() -> None:
+    project = _project()
+    assert (REPO / "golf" / "py.typed").is_file()
+    assert "py.typed" in project["tool"]["setuptools"]["package-data"]["golf"]
+    assert "version" not in project["project"] and project["project"]["dynamic"] == ["version"]
+    attr = project["tool"]["setuptools"]["dynamic"]["version"]["attr"]
+    module, _, name = attr.rpartition(".")
+    assert getattr(__import__(module, fromlist=[name]), name) == golf.__version__
+    written = [p for p in (REPO / "golf").rglob("*.py") if re.search(r'^\w*VERSION\w* = "\d', p.read_text(), re.M)]
+    assert [p.relative_to(REPO).as_posix() for p in written] == ["golf/trainer/source.py"]

@@ -1,0 +1,59 @@
+"""The trainer's code identity: comments and docstrings do not change code_hash (nor any group_hash); code does."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from golf.launch.plan import group_hash_of
+from golf.trainer import source
+
+
+@pytest.fixture
+def trainer_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the trainer package that code_hash reads instead of the real one."""
+    folder = tmp_path / "trainer"
+    shutil.copytree(Path(source.__file__).parent, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(source, "trainer_files", lambda: sorted(folder.glob("*.py")))
+    return folder
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert old in text, old
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def test_comments_docstrings_and_blank_lines_leave_the_code_hash_and_group_hash(trainer_copy: Path) -> None:
+    before = source.code_hash()
+    model = trainer_copy / "model.py"
+    _edit(model, "BOS_ID = 1  #", "BOS_ID = 1  # an edited comment ×² #")
+    _edit(model, '"""Mean next-token cross-entropy', '"""Mean (edited)\n\n        next-token cross-entropy')
+    _edit(model, "def rms_norm(", "# a new comment line\n\n\ndef rms_norm(")
+    after = source.code_hash()
+    assert after == before
+    assert group_hash_of("c" * 64, after) == group_hash_of("c" * 64, before)
+
+
+@pytest.mark.parametrize("old, new", [
+    ("BOS_ID = 1  #", "BOS_ID = 2  #"),  # a value
+    ('("resid_mix", ', '("resid_mix#x", '),  # a string literal holding a hash sign is code, not a comment
+    ("    return F.rms_norm(x, (x.size(-1),))", "    return F.rms_norm(x, (x.size(-1),), eps=None)"),
+])
+def test_a_code_change_changes_the_code_hash(trainer_copy: Path, old: str, new: str) -> None:
+    before = source.code_hash()
+    for path in sorted(trainer_copy.glob("*.py")):
+        if old in path.read_text(encoding="utf-8"):
+            _edit(path, old, new)
+            break
+    else:
+        pytest.fail(f"no trainer module holds {old!r}")
+    assert source.code_hash() != before
+
+
+def test_code_text_drops_only_comments_and_docstrings() -> None:
+    text = ('"""Module doc."""\nimport os  # why\n\n\ndef f(x):\n    """Doc ×\n    more."""\n'
+            '    s = "#kept"  # dropped ²\n    return x\n')
+    assert source.code_text(text) == 'import os\ndef f(x):\n    s = "#kept"\n    return x\n'
