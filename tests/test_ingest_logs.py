@@ -194,7 +194,13 @@ def test_loose_logs_group_by_config_and_records_by_folder(store: Store, tmp_path
     ingest_paths(store, [tmp_path])
     runs = {Path(r.source_path).name: r for r in store.list_runs()}
     assert runs["x_seed1.log"].group_hash == runs["x_seed2.log"].group_hash != runs["y_seed1.log"].group_hash
-    assert runs["train_seed1.log"].group_hash == runs["train_seed2.txt"].group_hash
+    # the two logs of the record print different configurations: two groups, each flagged with the difference
+    assert runs["train_seed1.log"].group_hash != runs["train_seed2.txt"].group_hash
+    for name, mine, other in (("train_seed1.log", 12, 13), ("train_seed2.txt", 13, 12)):
+        flags = {f["flag"]: f["evidence"] for f in runs[name].compliance}
+        assert flags["mixed_configs"] == f"NUM_LAYERS={mine} (others: {other})"
+        assert flags["few_seeds"] == f"1 seed in the group ({1 if mine == 12 else 2})"
+    assert "mixed_configs" not in {f["flag"] for f in runs["x_seed1.log"].compliance}
     assert runs["train_seed1.log"].record_name == "2026-05-01_Mine"
     # no val_bpb, and val_loss in the bpb band: it is the bpb (as in the 03-20 Int5 record)
     assert runs["train_seed1.log"].reported_bpb == 1.0705

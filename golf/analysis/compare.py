@@ -137,6 +137,13 @@ class CompareResult:
                 add("metrics", spec.title, [s.mean for s in scaled], over, [(s.std, s.n) for s in scaled])
             else:
                 add("metrics", spec.title, [mean_std_text(s, fmt=spec.pattern) for s in scaled], over)
+        # ± above is the sample std (n−1); records often write the population std (÷n) in submission.json
+        spreads = [s[self.metric] for s in self.stats]
+        if any(st.std is not None for st in spreads):
+            add("metrics", f"{self.metric} std, sample (n−1)",
+                [st.std if plain else _std_text(st.std) for st in spreads])
+            add("metrics", f"{self.metric} std, population (n)",
+                [st.std_pop if plain else _std_text(st.std_pop) for st in spreads])
         maxima = [g.maximum("total_bytes") for g in self.groups]
         add("metrics", f"max bytes vs {BYTES_CAP:,}", maxima if plain else [_budget_text(m) for m in maxima],
             [m is not None and m > BYTES_CAP for m in maxima])
@@ -269,6 +276,10 @@ def _scaled(stat: Stat, scale: float) -> Stat:
         return stat
     return Stat(stat.mean * scale, stat.std * scale if stat.std is not None else None, stat.n,
                 tuple(v * scale for v in stat.values))
+
+
+def _std_text(std: float | None) -> str:
+    return "—" if std is None else f"{std:.5f}"
 
 
 def _budget_text(value: float | None) -> str:

@@ -286,6 +286,11 @@ def _load(reader: Store, target: _Target, ref: str) -> Group:
         return Group(ref=ref, kind="run", label=run["name"], group_hash=run.get("group_hash"), runs=runs)
     if target.kind == "record":
         runs = records(reader, "record_name = ?", (target.key,))
+        # a folder may hold several configurations (and eval-only re-runs): the record is the group(s) whose
+        # stage equals its submission's val_bpb, where ingest found one
+        reporting = {r.get("group_hash") for r in runs if r.get("reported_stage")}
+        if reporting:
+            runs = [r for r in runs if r.get("group_hash") in reporting]
         hashes = {r.get("group_hash") for r in runs}
         return Group(ref=ref, kind="record", label=target.key,
                      group_hash=next(iter(hashes)) if len(hashes) == 1 else None, runs=runs)

@@ -19,7 +19,7 @@ _GROUPS_SQL = """
 WITH r AS (
     SELECT COALESCE(group_hash, 'run:' || id) AS g, id, name, final_bpb, final_loss, total_bytes, step_avg_ms,
            train_time_ms, eval_time_ms, non_record_reason, source, record_name, spec_name, seed, record_author,
-           record_date, reported_bpb, final_stage
+           record_date, reported_bpb, final_stage, compliance, record_eval_time_ms
     FROM run WHERE status = 'completed' AND final_bpb IS NOT NULL
 ),
 m AS (SELECT g, AVG(final_bpb) AS mean, COUNT(*) AS n FROM r GROUP BY g)
@@ -30,7 +30,8 @@ SELECT r.g AS g, m.mean AS mean, m.n AS n,
        MAX(r.source = 'ingested') AS ingested, MAX(r.record_name) AS record_name, MAX(r.spec_name) AS spec_name,
        COUNT(DISTINCT r.spec_name) AS n_specs, GROUP_CONCAT(r.seed) AS seeds, MIN(r.name) AS run_name,
        MAX(r.record_author) AS author, MAX(r.record_date) AS date, MAX(r.reported_bpb) AS reported_bpb,
-       MAX(r.final_stage) AS final_stage
+       MAX(r.final_stage) AS final_stage, GROUP_CONCAT(r.compliance, char(10)) AS compliance,
+       MAX(r.record_eval_time_ms) AS record_eval_ms
 FROM r JOIN m ON m.g = r.g
 GROUP BY r.g
 ORDER BY m.mean, r.g
@@ -57,6 +58,9 @@ def golf_entries(reader: Store, limit: int | None = None) -> list[dict[str, Any]
         )
         entry["final_loss"] = row["loss"]
         entry["final_stage"] = row["final_stage"]
+        entry["record_eval_time_s"] = _seconds(row["record_eval_ms"])
+        entry["compliance"] = _compliance_names(row["compliance"])
+        entry["flags"] += [f for f in entry["compliance"] if f not in entry["flags"]]
         out.append(entry)
     return out
 
@@ -131,6 +135,16 @@ def _entry(*, label: str | None, source: str, group_hash: str | None, final_bpb:
     }
 
 
+def _compliance_names(text: str | None) -> list[str]:
+    """The compliance flags of a group's runs (golf.ingest.compliance), named as the leaderboard's own flags."""
+    import json
+
+    from golf.ingest.compliance import flag_names
+
+    stored = [f for line in (text or "").splitlines() if line.strip() not in ("", "null") for f in json.loads(line)]
+    return [name.replace("_", " ") for name in flag_names(stored)]
+
+
 def _seconds(ms: float | None) -> float | None:
     return ms / 1000 if ms is not None else None
 
@@ -159,6 +173,8 @@ def display_columns(fmt: str) -> list[Any]:
         Col("step_avg_ms", "ms/step", num(2), justify="right", priority=3),
         Col("train_time_s", "train s", num(1), over(TIME_BUDGET_S + TIME_SLACK_S), justify="right", priority=4),
         Col("eval_time_s", "eval s", num(1), over(TIME_BUDGET_S + TIME_SLACK_S), justify="right", priority=4),
+        Col("record_eval_time_s", "eval s (records)", num(1), over(TIME_BUDGET_S + TIME_SLACK_S), justify="right",
+            priority=4),
         Col("flags", "flags", (lambda v: "; ".join(v)) if plain else (lambda v: ", ".join(v)), priority=5),
         Col("group_hash", "group", (lambda v: v) if plain else (lambda v: v[:8]), priority=6),
     ]

@@ -34,8 +34,15 @@ class Stat:
             return None
         return self.std ** 2 / self.n
 
+    @property
+    def std_pop(self) -> float | None:
+        """Population standard deviation (÷n), the convention many records' submission.json use; None below 2."""
+        if self.std is None or self.n < 2:
+            return None
+        return self.std * math.sqrt((self.n - 1) / self.n)
+
     def as_dict(self) -> dict[str, float | int | None]:
-        return {"mean": self.mean, "std": self.std, "n": self.n}
+        return {"mean": self.mean, "std": self.std, "std_pop": self.std_pop, "n": self.n}
 
 
 def summarize(values: Iterable[float | int | None]) -> Stat:

@@ -1,15 +1,16 @@
 """Community training logs → runs marked `source="ingested"`.
 
 Every file is parsed by golf.logparse (the same parser the launcher streams through). A log inside a record
-folder (one with submission.json) joins that record's group and carries its name, author, date and reported
-val_bpb. A run's id comes from the sha256 of the log's bytes, so ingesting a file twice, or two identical
-copies of one log (train.log == train_seed1337.log), gives one run.
+folder (one with submission.json) carries the record's name, author, date and reported val_bpb; the configuration
+its log prints decides its group (golf.ingest.grouping), eval-only re-runs point at their training run
+(`parent_id`), and each run gets compliance flags with their evidence (golf.ingest.compliance) and the stage its
+submission reports (`reported_stage`). A run's id comes from the sha256 of the log's bytes, so ingesting a file
+twice, or two identical copies of one log (train.log == train_seed1337.log), gives one run.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,8 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from golf.analysis.groups import is_identity_key
 from golf.errors import GolfError
+from golf.ingest import compliance, grouping
 from golf.ingest.records import Submission, SubmissionError, read_submission, record_folder_of
 from golf.logparse import ParsedRun, parse_text
 
@@ -105,17 +106,6 @@ def env_config(parsed: ParsedRun) -> dict[str, str]:
     return {key.upper(): value for key, value in sorted(parsed.config.items())}
 
 
-def config_hash_of(config: dict[str, str]) -> str | None:
-    identity = {k: v for k, v in config.items() if is_identity_key(k)}
-    if not identity:
-        return None
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-
-
-def record_group_hash(folder_name: str) -> str:
-    return hashlib.sha256(f"record:{folder_name}".encode()).hexdigest()[:16]
-
-
 def ingest_paths(store: Any, paths: Sequence[str | Path], update: bool = False) -> IngestReport:
     """Parse every log under `paths` and add one run per distinct log to the store.
 
@@ -132,6 +122,8 @@ def ingest_paths(store: Any, paths: Sequence[str | Path], update: bool = False) 
             report.items.append(IngestItem(log.path, "skipped", detail="no training-log lines"))
             continue
         planned.append((log, parsed))
+    built: list[tuple[Any, dict, bool, LogFile, ParsedRun]] = []
+    names: set[str] = set()
     for log, parsed in planned:
         existing = store.get(log.run_id)
         exists = existing is not None
@@ -139,31 +131,35 @@ def ingest_paths(store: Any, paths: Sequence[str | Path], update: bool = False) 
             report.items.append(IngestItem(log.path, "exists", log.run_id, "already ingested (same bytes)"))
             continue
         run, steps = build_run(store, log, parsed, submissions.get(log.record) if log.record else None,
-                               name=existing.name if existing is not None else None)
+                               name=existing.name if existing is not None else None, taken=names)
+        names.add(run.name)
+        built.append((run, steps, exists, log, parsed))
+    runs = [b[0] for b in built]
+    _link_eval_children(store, runs)
+    _reported_stages(built, submissions)
+    _mixed_config_flags(runs)
+    for run, steps, exists, log, parsed in built:
         store.put_run(run, steps, replace=exists)
         report.items.append(IngestItem(log.path, "updated" if exists else "added", run.id))
         if parsed.malformed:
             report.warnings.append(f"{log.path}: {parsed.malformed} malformed lines skipped")
+    _seed_flags(store, {run.group_hash for run in runs})
     return report
 
 
 def build_run(store: Any, log: LogFile, parsed: ParsedRun, submission: Submission | None,
-              name: str | None = None) -> tuple[Any, dict]:
-    """The Run row (not yet stored) and step rows for one parsed log; `name` keeps a replaced run's name."""
+              name: str | None = None, taken: set[str] | None = None) -> tuple[Any, dict]:
+    """The Run row (not yet stored) and step rows for one parsed log; `name` keeps a replaced run's name, `taken`
+    are names given to runs of this ingest not yet written."""
     from golf.store.models import Run
 
     config = env_config(parsed)
     seed = seed_of(log.path, parsed)
-    config_hash = config_hash_of(config)
+    config_hash = grouping.config_hash_of(config)
     folder = log.record.name if log.record is not None else None
-    if folder is not None:
-        group_hash = record_group_hash(folder)
-    elif config_hash is not None:
-        group_hash = hashlib.sha256(f"log:{config_hash}".encode()).hexdigest()[:16]
-    else:  # nothing to group by: a group of its own
-        group_hash = hashlib.sha256(f"file:{log.sha256}".encode()).hexdigest()[:16]
     trainer = log.record / "train_gpt.py" if log.record is not None else None
     code_hash = hashlib.sha256(trainer.read_bytes()).hexdigest() if trainer and trainer.is_file() else None
+    group_hash = grouping.group_hash_of(config_hash, code_hash, folder, log.sha256, parsed.eval_only)
     if parsed.diverged:
         status = "diverged"
     elif parsed.complete:
@@ -173,12 +169,19 @@ def build_run(store: Any, log: LogFile, parsed: ParsedRun, submission: Submissio
     base = f"{folder}-s{seed}" if folder and seed is not None else (folder or log.path.stem)
     if folder is None and seed is not None and str(seed) not in log.path.stem:
         base += f"-s{seed}"
+    if parsed.eval_only:
+        base += "-eval"
+    if name is None:
+        name = store.unique_name(base)
+        n = 2
+        while name in (taken or set()):
+            name, n = store.unique_name(f"{base}-{n}"), n + 1
     non_record = parsed.non_record_reason
     if non_record is None and submission is not None and submission.non_record:
         non_record = f"non-record track ({submission.track or 'track_non_record_16mb'})"
     metrics = parsed.metrics()
     run = Run(
-        id=log.run_id, name=name or store.unique_name(base), config=config, config_hash=config_hash,
+        id=log.run_id, name=name, config=config, config_hash=config_hash,
         code_hash=code_hash, group_hash=group_hash, seed=seed, status=status, started_at=_started_at(log, submission),
         trainer=str(trainer) if trainer and trainer.is_file() else None, nproc=_int(config.get("WORLD_SIZE")),
         source="ingested", source_path=str(log.path.resolve()), log_path=str(log.path.resolve()),
@@ -189,11 +192,95 @@ def build_run(store: Any, log: LogFile, parsed: ParsedRun, submission: Submissio
         reported_bpb=submission.val_bpb if submission else None,
         non_record_reason=non_record, malformed_lines=parsed.malformed, bytes_breakdown=parsed.bytes_breakdown,
         iterations=parsed.iterations, peak_mem_reserved_mib=parsed.peak_mem_reserved_mib,
-        quant_label=parsed.quant_label,
+        quant_label=parsed.quant_label, record_eval_time_ms=parsed.record_eval_time_ms,
+        log_events=parsed.events or None, compliance=compliance.run_flags(parsed, trainer),
         stop_reason=parsed.stop_reason or (None if status != "failed" else "incomplete log (no final score)"),
         **{k: v for k, v in metrics.items() if k not in ("iterations",)},
     )
     return run, parsed.curve
+
+
+def _link_eval_children(store: Any, runs: list[Any]) -> None:
+    """Eval-only runs point at the training run whose artifact they re-score (this ingest's runs, then the store's
+    runs of the same record)."""
+    for run in runs:
+        if not _is_eval_only(run):
+            continue
+        candidates = [r for r in runs if not _is_eval_only(r)]
+        if run.record_name is not None:
+            candidates += [r for r in store.list_runs(source="ingested") if r.record_name == run.record_name]
+        run.parent_id = grouping.parent_of(run, candidates)
+
+
+def _is_eval_only(run: Any) -> bool:
+    return bool((run.log_events or {}).get("eval_only")) or (run.steps in (None, 0) and run.final_bpb is not None)
+
+
+def _reported_stages(built: list[tuple[Any, dict, bool, LogFile, ParsedRun]],
+                     submissions: dict[Path, Submission]) -> None:
+    """Per record folder: the stage of each group that equals its submission's val_bpb (golf.ingest.grouping)."""
+    by_folder: dict[Path, list[tuple[Any, ParsedRun]]] = {}
+    for run, _steps, _exists, log, parsed in built:
+        if log.record is not None and log.record in submissions:
+            by_folder.setdefault(log.record, []).append((run, parsed))
+    for folder, members in by_folder.items():
+        sub = submissions[folder]
+        groups: dict[str, list[dict[str, float]]] = {}
+        seeds: dict[str, list[int | None]] = {}
+        for run, parsed in members:
+            groups.setdefault(run.group_hash, []).append(grouping.stage_values(parsed))
+            seeds.setdefault(run.group_hash, []).append(run.seed)
+        if sub.val_bpb is None:
+            continue
+        found = grouping.reported_stage(groups, sub.val_bpb, sub.seed_bpbs, seeds)
+        for run, parsed in members:
+            match = found.get(run.group_hash)
+            if match is None:
+                continue
+            stage, how = match
+            value = parsed.stages.get(stage)
+            # a best-seed submission: only the run that reports the value itself carries the stage
+            if how != "single" or value is not None and grouping.equals_reported(value.val_bpb, sub.val_bpb):
+                run.reported_stage = stage
+
+
+def _mixed_config_flags(runs: list[Any]) -> None:
+    """A record whose training logs fall into several groups: every such run says how its configuration differs."""
+    by_folder: dict[str, dict[str, list[Any]]] = {}
+    for run in runs:
+        if run.record_name is not None and run.parent_id is None and not _is_eval_only(run):
+            by_folder.setdefault(run.record_name, {}).setdefault(run.group_hash, []).append(run)
+    for groups in by_folder.values():
+        if len(groups) < 2:
+            continue
+        identity = {g: _identity(members[0].config) for g, members in groups.items()}
+        for group_hash, members in groups.items():
+            others = [identity[g] for g in groups if g != group_hash]
+            evidence = compliance.config_difference(identity[group_hash], others)
+            for run in members:
+                run.compliance = [*(run.compliance or []), compliance.flag("mixed_configs", evidence)]
+
+
+def _identity(config: dict[str, Any] | None) -> dict[str, Any]:
+    from golf.analysis.groups import is_identity_key
+
+    return {k: v for k, v in (config or {}).items() if is_identity_key(k)}
+
+
+def _seed_flags(store: Any, group_hashes: set[str | None]) -> None:
+    """Every run of a group carries `few_seeds` while the group has fewer than three seeds (recounted over the
+    store, so a group completed by a later ingest loses the flag)."""
+    for group_hash in group_hashes:
+        if group_hash is None:
+            continue
+        members = [r for r in store.list_runs(source="ingested") if r.group_hash == group_hash]
+        flag = compliance.seed_flag({r.seed for r in members if r.seed is not None})
+        for run in members:
+            kept = [f for f in run.compliance or [] if f.get("flag") != "few_seeds"]
+            if flag is not None:
+                kept.append(flag)
+            if kept != (run.compliance or []):
+                store.update_run(run.id, compliance=kept)
 
 
 def _read_logs(paths: Sequence[Path], report: IngestReport) -> list[LogFile]:

@@ -43,6 +43,7 @@ class Submission:
     val_loss: float | None = None
     n_seeds: int | None = None
     seeds: list[int] = field(default_factory=list)
+    seed_bpbs: dict[int, float] = field(default_factory=dict)  # per-seed val_bpb where the file gives them
     bytes_total: int | None = None  # the largest artifact over seeds where per-seed sizes are given
     bytes_code: int | None = None
     step_avg_ms: float | None = None
@@ -87,6 +88,8 @@ def read_submission(path: Path) -> Submission:
         raise SubmissionError(f"{path}: not readable JSON ({_short(exc)})") from None
     if not isinstance(data, dict):
         raise SubmissionError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    if isinstance(data.get("results"), dict):  # some files nest the scores: {"results": {"seeds": ..., "mean_val_bpb"}}
+        data = {**data["results"], **{k: v for k, v in data.items() if k != "results"}}
     folder = path.parent.name
     variant = path.stem.removeprefix("submission").lstrip("_-")
     sub = Submission(path=path, folder=folder, label=f"{folder} [{variant}]" if variant else folder)
@@ -118,7 +121,11 @@ def read_submissions(paths: Iterable[Path]) -> tuple[list[Submission], list[str]
 # -- fields --------------------------------------------------------------------------------------------------------
 
 def _score(sub: Submission, data: dict[str, Any], per_seed: dict[int, dict[str, Any]]) -> None:
-    seed_bpbs = [v for v in (_num(r.get("val_bpb")) for r in per_seed.values()) if v is not None]
+    sub.seed_bpbs = {seed: v for seed, r in per_seed.items() if (v := _num(r.get("val_bpb"))) is not None}
+    if not sub.seed_bpbs and isinstance(data.get("val_bpb_seeds"), dict):
+        sub.seed_bpbs = {int(m.group()): v for k, raw in data["val_bpb_seeds"].items()
+                         if (m := re.search(r"\d+", str(k))) and (v := _num(raw)) is not None}
+    seed_bpbs = list(sub.seed_bpbs.values())
     seed_losses = [v for v in (_num(r.get("val_loss")) for r in per_seed.values()) if v is not None]
     bpb = _num(data.get("val_bpb"))
     if bpb is None:
@@ -173,13 +180,15 @@ def _times(sub: Submission, data: dict[str, Any], per_seed: dict[int, dict[str, 
     train = [v for v in (_seconds(r, "train_time") for r in rows) if v is not None]
     sub.train_time_s = _num(_first(data, "wallclock_seconds", "train_time_s", "train_time_seconds")) or \
         (max(train) if train else None)
-    evals = [v for v in (_seconds(r, "eval_time") for r in rows) if v is not None]
-    sub.eval_time_s = _num(_first(data, "eval_time_seconds", "eval_time_s")) or (max(evals) if evals else None)
+    evals = [v for v in (_seconds(r, "eval_time") or _seconds(r, "ttt_eval_time") for r in rows) if v is not None]
+    sub.eval_time_s = _num(_first(data, "eval_time_seconds", "eval_time_s")) or (max(evals) if evals else None) or \
+        _num(data.get("eval_time_s_mean"))
 
 
 def _per_seed(data: dict[str, Any]) -> dict[int, dict[str, Any]]:
     """seed -> metrics from `seed_results` or a dict-valued `seeds` (keys may be "42" or "seed_42")."""
-    for key in ("seed_results", "seeds"):
+    keyed = {k: v for k, v in data.items() if re.fullmatch(r"seed_\d+", k) and isinstance(v, dict)}
+    for key in ("seed_results", "seeds", "per_seed"):
         value = data.get(key)
         if isinstance(value, dict):
             out = {}
@@ -189,7 +198,7 @@ def _per_seed(data: dict[str, Any]) -> dict[int, dict[str, Any]]:
                     out[int(number.group())] = metrics
             if out:
                 return out
-    return {}
+    return {int(k.removeprefix("seed_")): v for k, v in keyed.items()}
 
 
 def _seed_list(data: dict[str, Any]) -> list[int]:

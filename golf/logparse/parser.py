@@ -140,6 +140,7 @@ class ParsedRun:
     header: dict[str, str] = field(default_factory=dict)
     events: dict[str, Any] = field(default_factory=dict)  # golf.logparse.events: data, GPTQ, compression, TTT
     evidence: dict[str, str] = field(default_factory=dict)  # compliance evidence: kind -> the log line that shows it
+    line_of: dict[str, str] = field(default_factory=dict)  # the last line of each family read (events, stop, stages)
     unplaced: list[tuple[int, str]] = field(default_factory=list)  # (line number, line) nothing could place
     malformed: int = 0
     lines: int = 0
@@ -262,10 +263,12 @@ class LogParser:
             m = pattern.match(stripped)
             if m:
                 handler(self, m)
+                self.run.line_of[handler.__name__.strip("_")] = stripped
                 return True
         event = match_event(stripped)
         if event is not None:
             self._event(*event)
+            self.run.line_of[event[0].name] = stripped
             return True
         setting = _TTT_SETTING.match(stripped)
         if setting:
@@ -377,6 +380,7 @@ class LogParser:
         if t:
             eval_ms = float(t.group(1)) * (1000.0 if t.group(2) == "s" else 1.0)
             self._eval_times[stage] = eval_ms
+            self.run.line_of[f"timed:{stage}"] = line
             if stage == "post_ttt":
                 self._ttt_loop_ms = eval_ms
         elif current is not None:
@@ -386,6 +390,7 @@ class LogParser:
             current.eval_time_ms = eval_ms
             return True
         self.run.stages[stage] = StageValue(loss, bpb, decimals >= 6, label, eval_ms, decimals)
+        self.run.line_of[f"stage:{stage}"] = line
         if stage == "sliding":
             self._sliding_seen = True
         return True

@@ -10,7 +10,7 @@ from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
 # Bump when a field is added (the store then adds the column to an older runs.db once; see golf.store.schema).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def now() -> datetime:
@@ -72,6 +72,14 @@ class Run(SQLModel, table=True):
     reported_bpb: Optional[float] = None
     non_record_reason: Optional[str] = None
     malformed_lines: Optional[int] = None
+    parent_id: Optional[str] = Field(default=None, index=True,
+                                     description="the training run an eval-only run re-scored (ingest, golf eval)")
+    reported_stage: Optional[str] = Field(default=None, description="the stage that equals the record's "
+                                          "submission.json val_bpb (ingested)")
+    compliance: Optional[list[dict[str, str]]] = Field(
+        default=None, sa_column=Column(JSON), description="compliance flags: [{flag, evidence}] (ingest)")
+    log_events: Optional[dict[str, Any]] = Field(default=None, sa_column=Column(JSON),
+                                                 description="informational log lines (golf.logparse.events)")
     bytes_breakdown: Optional[dict[str, int]] = Field(default=None, sa_column=Column(JSON))
     # metrics (what the log says)
     steps: Optional[int] = None
@@ -98,6 +106,8 @@ class Run(SQLModel, table=True):
     total_bytes: Optional[int] = None
     quant_label: Optional[str] = None
     eval_time_ms: Optional[float] = None
+    record_eval_time_ms: Optional[float] = Field(default=None, description="eval time as the records count it: the "
+                                                 "final scoring pass (the TTT loop for TTT results)")
     ttt_time_ms: Optional[float] = None
     stop_reason: Optional[str] = None
 

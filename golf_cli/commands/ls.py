@@ -34,6 +34,8 @@ def ls(
         close = difflib.get_close_matches(status, STATUSES, n=1)
         hint = f"; did you mean {close[0]}?" if close else f"; expected one of {', '.join(STATUSES)}"
         raise GolfError(f"--status {status}: unknown status{hint}")
+    from golf.ingest.compliance import flag_names
+
     store = Store(db, readonly=True)  # never waits on a writer; shows a run whose golf died as failed
     runs = store.list_runs(status=status, tag=tag, limit=limit)
     if fmt == "json":
@@ -52,6 +54,7 @@ def ls(
         Col("total_bytes", "bytes", fint, justify="right", priority=1), Col("steps", justify="right", priority=4),
         Col("step_avg_ms", "ms/step", fnum(1), justify="right", priority=3),
         Col("started_at", "started", priority=5), Col("tags", priority=6),
+        Col("flags", "flags", (lambda v: ";".join(v)) if fmt == "csv" else (lambda v: ", ".join(v)), priority=2),
     ]
     if fmt == "csv":
         columns.append(Col("non_record_reason", "non_record_reason"))
@@ -60,5 +63,5 @@ def ls(
         stage = run.final_stage
         if run.non_record_reason and fmt != "csv":  # csv has its own column
             stage = f"{stage or '—'} (non-record)"
-        rows.append({**run.model_dump(), "stage": stage})
+        rows.append({**run.model_dump(), "stage": stage, "flags": flag_names(run.compliance) or None})
     typer.echo(render(rows, columns, fmt, pick=columns_))

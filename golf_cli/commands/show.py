@@ -40,7 +40,8 @@ def show(
         data["curve"] = [{k: getattr(s, k) for k in CURVE_KEYS} for s in steps]
         typer.echo(to_json(data))
         return
-    typer.echo(_table_text(found, steps, bytes_, fmt))
+    group = [r for r in store.list_runs() if r.group_hash == found.group_hash] if found.group_hash else []
+    typer.echo(_table_text(found, steps, bytes_, fmt, store_runs=group))
 
 
 def byte_rows(run: Run) -> list[dict[str, Any]]:
@@ -62,7 +63,22 @@ def byte_rows(run: Run) -> list[dict[str, Any]]:
     return rows
 
 
-def _table_text(run: Run, steps: list[Step], with_bytes: bool, fmt: str = "table") -> str:
+def _group_spread(runs: list[Run], run: Run) -> list[tuple[str, Any]]:
+    """The run's seed group: final bpb mean with both std conventions, labelled (golf's default is n−1; records
+    often write the population std in submission.json)."""
+    from golf.analysis.stats import summarize
+
+    members = [r for r in runs if run.group_hash is not None and r.group_hash == run.group_hash]
+    stat = summarize(r.final_bpb for r in members)
+    if stat.n < 2 or stat.mean is None or stat.std is None or stat.std_pop is None:
+        return []
+    return [("group final_bpb", f"{stat.mean:.8f} over {stat.n} runs"),
+            ("group final_bpb std, sample (n−1)", f"{stat.std:.8f}"),
+            ("group final_bpb std, population (n)", f"{stat.std_pop:.8f}")]
+
+
+def _table_text(run: Run, steps: list[Step], with_bytes: bool, fmt: str = "table",
+                store_runs: list[Run] | None = None) -> str:
     from golf.output import Col, fint, fnum, render, text_of
 
     def fmt_value(value: Any) -> str:
@@ -86,22 +102,29 @@ def _table_text(run: Run, steps: list[Step], with_bytes: bool, fmt: str = "table
         ("trainer", run.trainer), ("nproc", run.nproc), ("host", run.host), ("gpu", gpu), ("git", git),
         ("versions", f"golf {run.golf_version}, torch {run.torch_version}, python {run.python_version}"
          if run.golf_version else None),
-        ("group", run.group_hash), ("run dir", run.run_dir), ("log", run.log_path), ("artifact", run.artifact_path),
+        ("group", run.group_hash), ("eval of run", run.parent_id),
+        ("run dir", run.run_dir), ("log", run.log_path), ("artifact", run.artifact_path),
         ("non-record", run.non_record_reason), ("source", run.source_path if run.source != "golf" else None),
     ]
     results = [
         ("pre_quant_bpb", run.pre_quant_bpb), ("post_quant_bpb", run.post_quant_bpb),
         ("sliding_bpb", run.sliding_bpb), ("post_ttt_bpb", run.post_ttt_bpb),
         ("final_bpb", f"{run.final_bpb:.8f} ({run.final_stage})" if run.final_bpb is not None else None),
-        ("reported_bpb", run.reported_bpb), ("total_bytes", run.total_bytes), ("model_bytes", run.model_bytes),
+        ("reported_bpb", f"{run.reported_bpb} ({run.reported_stage or 'no parsed stage equals it'})"
+         if run.reported_bpb is not None else None), ("total_bytes", run.total_bytes), ("model_bytes", run.model_bytes),
         ("code_bytes", run.code_bytes), ("steps", f"{run.steps}/{run.iterations}" if run.steps is not None else None),
         ("step_avg_ms", run.step_avg_ms), ("tokens_per_s", run.tokens_per_s), ("train_time_ms", run.train_time_ms),
-        ("eval_time_ms", run.eval_time_ms), ("peak_mem_mib", run.peak_mem_mib), ("model_params", run.model_params),
+        ("eval_time_ms", run.eval_time_ms), ("record_eval_time_ms (final scoring pass)", run.record_eval_time_ms),
+        ("ttt_time_ms", run.ttt_time_ms), ("peak_mem_mib", run.peak_mem_mib), ("model_params", run.model_params),
     ]
+    results += _group_spread(store_runs or [], run)
     kv = [Col("key", "field"), Col("value", "value", fmt_value)]
     sections: list[tuple[str, list[dict[str, Any]], list[Col]]] = [
         ("run", [{"key": k, "value": v} for k, v in about if v is not None], kv),
         ("results", [{"key": k, "value": v} for k, v in results if v is not None], kv)]
+    if run.compliance:
+        sections.append(("compliance flags", [{"key": f["flag"], "value": f["evidence"]} for f in run.compliance],
+                         [Col("key", "flag"), Col("value", "evidence")]))
     changed = _non_default_knobs(run)
     if changed:
         sections.append(("knobs (not at their defaults)", [{"key": k, "value": v} for k, v in changed.items()], kv))
