@@ -115,3 +115,21 @@ def test_flags_show_in_ls_and_show(store: Store, tmp_path: Path) -> None:
     assert listed.exit_code == 0 and "over_bytes;few_seeds" in listed.stdout
     shown = runner.invoke(app, ["show", "--db", str(store.path), store.list_runs()[0].id])
     assert shown.exit_code == 0 and "Total submission size int6+zstd: 16240456 bytes" in shown.stdout
+
+
+def test_a_store_written_before_these_fields_is_migrated(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "runs.db"
+    Store(path)
+    with sqlite3.connect(path) as conn:  # back to schema 2: the run table without ingest's columns
+        conn.execute("DROP INDEX ix_run_parent_id")
+        for column in ("parent_id", "reported_stage", "compliance", "log_events", "record_eval_time_ms"):
+            conn.execute(f"ALTER TABLE run DROP COLUMN {column}")
+        conn.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
+    store = Store(path)
+    assert store.schema_version() == 3
+    log = tmp_path / "train.log"
+    log.write_text("\n".join(TRAIN + SCORE) + "\n", encoding="utf-8")
+    ingest_paths(store, [log])
+    assert [f["flag"] for f in store.list_runs()[0].compliance] == ["few_seeds"]

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from golf.analysis.stats import BYTES_CAP, TIME_BUDGET_S, TIME_SLACK_S
 from golf.logparse import ParsedRun
+from golf.trainer.limits import BYTES_CAP, TIME_BUDGET_S, TIME_SLACK_S
 
 FLAGS: dict[str, str] = {
     "trained_on_val": "trains on validation tokens before scoring them (pre-quant TTT or adapt-first TTT)",
