@@ -75,6 +75,11 @@ class Spec:
         return self.trainer is None
 
     @property
+    def experiment(self) -> str:
+        """What the seed group is called: --name, else the spec's `name:` (runs are <experiment>-s<seed>)."""
+        return self.run_name or self.name
+
+    @property
     def where(self) -> str:
         return display_path(self.path) if self.path is not None else "spec"
 

@@ -13,6 +13,12 @@ FormatOption = Annotated[str, typer.Option("--format", metavar="table|md|csv|jso
 ColumnsOption = Annotated[Optional[list[str]], typer.Option(
     "--columns", metavar="COL,COL", help="Only these columns, in this order (table, md, csv). A table too wide for "
                                          "the terminal otherwise hides its least important columns.")]
+TagFilterOption = Annotated[Optional[list[str]], typer.Option(
+    "--tag", metavar="TAG", help="Only runs with this tag (repeatable: every one).")]
+ExcludeTagOption = Annotated[Optional[list[str]], typer.Option(
+    "--exclude-tag", metavar="TAG", help="Leave out runs with this tag (repeatable).")]
+SpecFilterOption = Annotated[Optional[list[str]], typer.Option(
+    "--spec", metavar="NAME", help="Only runs of this spec or experiment name (repeatable: any of them).")]
 MinDeltaNatsOption = Annotated[float, typer.Option(
     "--min-delta-nats", min=0.0, help="Improvement in NATS (val_loss) the verdict requires.")]
 AlphaOption = Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="Significance level of the verdict.")]

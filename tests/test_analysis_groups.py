@@ -82,7 +82,7 @@ def test_a_spec_spanning_two_groups_is_ambiguous_and_lists_the_hashes(store: Sto
 
 
 def test_unknown_and_short_references_fail_with_suggestions(store: Store) -> None:
-    with pytest.raises(GolfError, match=r"no run, group, spec or record named 'bsae'.*did you mean base"):
+    with pytest.raises(GolfError, match=r"no run, experiment, group, spec or record named 'bsae'.*did you mean base"):
         resolve_ref(store, "bsae")
     # run names are matched exactly (ids and group hashes by prefix): a name prefix is unknown, with suggestions
     with pytest.raises(GolfError, match=r"named 'base-s'; did you mean .*base-s1"):

@@ -192,7 +192,7 @@ def test_a_non_record_run_is_marked_in_compare_ablation_table_and_ls(db: Path) -
     assert [r["non-record"] for r in by_change.values()] == ["", "", reason]
 
     listed = invoke("ls", "--format", "md", "--db", str(db)).stdout
-    assert "| huge1 | huge-s1 | completed | 1 | 1.1000 | — (non-record) |" in listed
+    assert "| huge1 | huge-s1 |  | completed | 1 | 1.1000 | — (non-record) |" in listed
     assert "| sliding (non-record) |" not in listed
     by_id = {r["id"]: r for r in csv.DictReader(io.StringIO(invoke("ls", "--format", "csv", "--db", str(db)).stdout))}
     assert by_id["huge1"]["non_record_reason"] == reason and by_id["base1337"]["non_record_reason"] == ""

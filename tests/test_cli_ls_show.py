@@ -74,8 +74,8 @@ def test_ls_csv_and_md(filled: Path) -> None:
     assert [(r["name"], r["bpb"], r["bytes"]) for r in rows] == [("big-s1", "1.1", "16250000"),
                                                                  ("base-s1", "1.2244", str(sum(BREAKDOWN.values())))]
     code, out, _ = invoke(["ls", "--format", "md", "--db", str(filled), "--limit", "1"])
-    assert out.splitlines()[0].startswith("| id | name | status |")
-    assert "| bbb333 | big-s1 | completed |" in out
+    assert out.splitlines()[0].startswith("| id | name | experiment | status |")
+    assert "| bbb333 | big-s1 |  | completed |" in out  # no experiment: a run stored before names existed
 
 
 def test_ls_errors(filled: Path, tmp_path: Path) -> None:

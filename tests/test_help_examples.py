@@ -68,7 +68,8 @@ def add_group(store: Store, work: Path, name: str) -> None:
         log = work / "runs" / run_id / "train.log"
         fake_log(log, 200, bpb)
         run = store.create_run(Run(
-            id=run_id, name=f"{name}-s{seed}", spec_name=name, group_hash=(name * 16)[:16], config_hash=name * 8,
+            id=run_id, name=f"{name}-s{seed}", spec_name=name, experiment=name, group_hash=(name * 16)[:16],
+            config_hash=name * 8,
             code_hash=code_hash_of(None), seed=seed, status="completed", config=knobs(seed, MLP_MULT=mlp),
             trainer="bundled", source="golf", nproc=1, tags=["smoke"], log_path=str(log), run_dir=str(log.parent),
             final_bpb=bpb, final_loss=bpb * 1.69, final_stage="post_quant", post_quant_bpb=bpb,

@@ -59,11 +59,11 @@ def test_ls_fits_without_breaking_numbers(store_db: Path, width: int) -> None:
     for line_of_bytes in ("15,939,048", "15,940,049", "1.2244", "1.1937"):
         assert any(line_of_bytes in line for line in lines), (line_of_bytes, out)
     body = "\n".join(lines)
-    if width < 160:  # the long spec name does not fit whole: cut with an ellipsis, never folded
-        assert LONG + "-s1337" not in body and "xsa-all-layers" in body and "…" in body
-        assert "hidden to fit" in body and "tags" in lines[-1]  # the least important column went first
-    else:
-        assert "hidden to fit" not in body
+    # the long name does not fit whole: cut with an ellipsis, never folded; the least important columns went first
+    assert LONG + "-s1337" not in body and "xsa-all-layers" in body and "…" in body
+    assert lines[-1].startswith(f"(hidden to fit {width} columns: ") and "bytes" not in lines[-1]
+    if width == 160:
+        assert lines[-1].startswith("(hidden to fit 160 columns: tags;")
     assert "completed" in body  # status is never hidden
 
 

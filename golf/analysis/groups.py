@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 # Config keys that never define a group: the seed, the run's id, and per-rank / per-machine bookkeeping.
 NON_IDENTITY_KEYS = frozenset({"SEED", "RUN_ID", "LOGFILE", "RANK", "LOCAL_RANK", "IS_MAIN_PROCESS", "WORLD_SIZE",
                                "DISTRIBUTED"})
-KINDS = ("run", "group", "spec", "record")
+KINDS = ("run", "experiment", "group", "spec", "record")
 # Metrics a group summarizes (pre_ttt_* are derived: the sliding-window score if present, else post-quant).
 SUMMARY_FIELDS = (
     "pre_quant_bpb", "post_quant_bpb", "sliding_bpb", "post_ttt_bpb", "final_bpb",
@@ -139,6 +139,10 @@ class Group:
         return self.common("spec_name")
 
     @property
+    def experiment(self) -> str | None:
+        return self.common("experiment")
+
+    @property
     def non_record_reason(self) -> str | None:
         return next((r["non_record_reason"] for r in self.runs if r.get("non_record_reason")), None)
 
@@ -204,10 +208,12 @@ def _resolve(reader: Store, ref: str) -> Group:
     if not targets:
         raise GolfError(_unknown_message(reader, ref))
     if len(targets) > 1:
-        listed = "; ".join(t.describe for t in targets[:8])
+        listed = "; ".join(t.describe for t in _described(reader, targets)[:8])
         more = f" (+{len(targets) - 8} more)" if len(targets) > 8 else ""
-        raise GolfError(f"{ref!r} is ambiguous: {listed}{more} — pass one of these, or prefix run:, group:, spec: "
-                        "or record:")
+        hint = ("pass group:HASH for one of them, or give each experiment its own `golf run --name`"
+                if all(t.kind == "group" for t in targets) else "pass one of these, or prefix run:, experiment:, "
+                "group:, spec: or record:")
+        raise GolfError(f"{ref!r} is ambiguous (newest first): {listed}{more} — {hint}")
     return _load(reader, targets[0], ref)
 
 
@@ -239,7 +245,20 @@ def _candidates(reader: Store, ref: str, only: str | None = None) -> list[_Targe
         row = reader.query("SELECT COUNT(*) AS n FROM run WHERE record_name = ?", (ref,))[0]
         if row["n"]:
             exact.append(_Target("record", ref, f"record {ref} ({row['n']} runs)"))
-    if only in (None, "spec"):
+    named = False
+    if only in (None, "experiment") and "experiment" in reader.columns["run"]:
+        # `golf run --name NAME` (else the spec's name) names a seed group; one name, several configs: pick one
+        rows = reader.query("SELECT group_hash, COUNT(*) AS n, SUM(status = 'completed') AS done FROM run "
+                            "WHERE experiment = ? GROUP BY group_hash ORDER BY MAX(started_at) DESC", (ref,))
+        named = bool(rows)
+        if len(rows) == 1:
+            exact.append(_Target("experiment", ref, f"experiment {ref} ({rows[0]['n']} runs)"))
+        else:
+            for row in rows:
+                gh = row["group_hash"]
+                exact.append(_Target("group", gh or "", f"{ref} group {(gh or '(none)')[:8]} "
+                                                         f"({row['done']}/{row['n']} completed)"))
+    if only in (None, "spec") and not (named and only is None):  # an experiment's name wins over a spec's
         rows = reader.query("SELECT group_hash, COUNT(*) AS n, SUM(status = 'completed') AS done FROM run "
                             "WHERE spec_name = ? GROUP BY group_hash ORDER BY MAX(started_at) DESC", (ref,))
         if len(rows) == 1:
@@ -272,6 +291,31 @@ def _candidates(reader: Store, ref: str, only: str | None = None) -> list[_Targe
     return _dedupe(prefixed)
 
 
+def _described(reader: Store, targets: list[_Target]) -> list[_Target]:
+    """Candidate groups told apart by what differs: `smoke group 6f3b1234 (MLP_MULT=3.0; 2/2 completed, 03:50)`."""
+    groups = [t for t in targets if t.kind == "group" and t.key]
+    if len(groups) < 2:
+        return targets
+    configs, started = {}, {}
+    for t in groups:
+        rows = reader.records("group_hash = ?", (t.key,), order="started_at DESC", limit=1)
+        configs[t.key] = {k: v for k, v in (rows[0].get("config") or {}).items() if is_identity_key(k)} if rows else {}
+        started[t.key] = rows[0].get("started_at") if rows else None
+    keys = sorted({k for c in configs.values() for k in c})
+    differing = [k for k in keys if len({str(c.get(k)) for c in configs.values()}) > 1]
+    out = []
+    for t in targets:
+        if t not in groups:
+            out.append(t)
+            continue
+        knobs = ", ".join(f"{k}={configs[t.key].get(k, '—')}" for k in differing[:3])
+        knobs += ", …" if len(differing) > 3 else ""
+        when = started[t.key].astimezone().strftime("%Y-%m-%d %H:%M") if started[t.key] else ""
+        detail = "; ".join(x for x in (knobs or "same knobs, other trainer code", when) if x)
+        out.append(_Target(t.kind, t.key, t.describe.replace(" (", f" ({detail}; ", 1)))
+    return out
+
+
 def _dedupe(targets: list[_Target]) -> list[_Target]:
     seen: dict[tuple[str, str], _Target] = {}
     for t in targets:
@@ -294,6 +338,9 @@ def _load(reader: Store, target: _Target, ref: str) -> Group:
         hashes = {r.get("group_hash") for r in runs}
         return Group(ref=ref, kind="record", label=target.key,
                      group_hash=next(iter(hashes)) if len(hashes) == 1 else None, runs=runs)
+    if target.kind == "experiment":
+        runs = records(reader, "experiment = ?", (target.key,))
+        return Group(ref=ref, kind="experiment", label=target.key, group_hash=runs[0].get("group_hash"), runs=runs)
     if target.kind == "spec":
         row = reader.query("SELECT group_hash FROM run WHERE spec_name = ? LIMIT 1", (target.key,))[0]
         gh = row["group_hash"]
@@ -301,13 +348,15 @@ def _load(reader: Store, target: _Target, ref: str) -> Group:
         return Group(ref=ref, kind="spec", label=target.key, group_hash=gh, runs=runs)
     runs = records(reader, "group_hash = ?", (target.key,))
     group = Group(ref=ref, kind="group", label="", group_hash=target.key, runs=runs)
-    group.label = group.record_name or group.spec_name or target.key[:8]
+    group.label = group.record_name or group.experiment or group.spec_name or target.key[:8]
     return group
 
 
 def _unknown_message(reader: Store, ref: str) -> str:
     names: list[str] = []
-    for column in ("name", "spec_name", "record_name"):
+    for column in ("name", "experiment", "spec_name", "record_name"):
+        if column not in reader.columns["run"]:
+            continue
         rows = reader.query(f"SELECT DISTINCT {column} AS v FROM run WHERE {column} IS NOT NULL LIMIT 50000")
         names.extend(r["v"] for r in rows)
     close = difflib.get_close_matches(ref, names, n=5, cutoff=0.6)
@@ -316,4 +365,4 @@ def _unknown_message(reader: Store, ref: str) -> str:
         close = [n for n in names if low in n.lower()][:5]
     hint = f"; did you mean {', '.join(close)}?" if close else "; `golf ls` lists runs, `golf leaderboard` groups"
     hexish = " (group-hash prefixes need at least 4 characters)" if re.fullmatch(r"[0-9a-f]{1,3}", ref) else ""
-    return f"no run, group, spec or record named {ref!r}{hexish}{hint}"
+    return f"no run, experiment, group, spec or record named {ref!r}{hexish}{hint}"

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from golf.analysis.filters import RunFilter
 from golf.analysis.stats import BYTES_CAP, TIME_BUDGET_S, TIME_SLACK_S
 from golf.store.db import Store
 
@@ -19,8 +20,8 @@ _GROUPS_SQL = """
 WITH r AS (
     SELECT COALESCE(group_hash, 'run:' || id) AS g, id, name, final_bpb, final_loss, total_bytes, step_avg_ms,
            train_time_ms, eval_time_ms, non_record_reason, source, record_name, spec_name, seed, record_author,
-           record_date, reported_bpb, final_stage, compliance, record_eval_time_ms
-    FROM run WHERE status = 'completed' AND final_bpb IS NOT NULL
+           record_date, reported_bpb, final_stage, compliance, record_eval_time_ms, {experiment} AS experiment
+    FROM run WHERE status = 'completed' AND final_bpb IS NOT NULL AND ({where})
 ),
 m AS (SELECT g, AVG(final_bpb) AS mean, COUNT(*) AS n FROM r GROUP BY g)
 SELECT r.g AS g, m.mean AS mean, m.n AS n,
@@ -31,7 +32,8 @@ SELECT r.g AS g, m.mean AS mean, m.n AS n,
        COUNT(DISTINCT r.spec_name) AS n_specs, GROUP_CONCAT(r.seed) AS seeds, MIN(r.name) AS run_name,
        MAX(r.record_author) AS author, MAX(r.record_date) AS date, MAX(r.reported_bpb) AS reported_bpb,
        MAX(r.final_stage) AS final_stage, GROUP_CONCAT(r.compliance, char(10)) AS compliance,
-       MAX(r.record_eval_time_ms) AS record_eval_ms
+       MAX(r.record_eval_time_ms) AS record_eval_ms, MAX(r.experiment) AS experiment,
+       COUNT(DISTINCT r.experiment) AS n_experiments
 FROM r JOIN m ON m.g = r.g
 GROUP BY r.g
 ORDER BY m.mean, r.g
@@ -39,15 +41,19 @@ LIMIT ?
 """
 
 
-def golf_entries(reader: Store, limit: int | None = None) -> list[dict[str, Any]]:
+def golf_entries(reader: Store, limit: int | None = None, only: RunFilter | None = None) -> list[dict[str, Any]]:
     """The best groups of completed runs in the store, best first."""
-    rows = reader.query(_GROUPS_SQL, (-1 if limit is None else int(limit),))
+    has_experiment = "experiment" in reader.columns["run"]  # an older store, read as it is, may lack it
+    where, params = (only or RunFilter()).sql(has_experiment)
+    sql = _GROUPS_SQL.format(where=where, experiment="experiment" if has_experiment else "NULL")
+    rows = reader.query(sql, (*params, -1 if limit is None else int(limit)))
     out = []
     for row in rows:
         n = row["n"]
         std = math.sqrt(row["ss"] / (n - 1)) if n >= 2 else None
         group_hash = None if row["g"].startswith("run:") else row["g"]
-        label = row["record_name"] or (row["spec_name"] if row["n_specs"] == 1 else None) or row["run_name"]
+        label = (row["record_name"] or (row["experiment"] if row["n_experiments"] == 1 else None)
+                 or (row["spec_name"] if row["n_specs"] == 1 else None) or row["run_name"])
         seeds = sorted(int(s) for s in row["seeds"].split(",")) if row["seeds"] else []
         entry = _entry(
             label=label, source="ingested" if row["ingested"] else "golf", group_hash=group_hash,
@@ -85,10 +91,11 @@ def official_entries(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     return out, warnings
 
 
-def leaderboard(reader: Store, official: Path | None = None, limit: int | None = 20) -> tuple[
+def leaderboard(reader: Store, official: Path | None = None, limit: int | None = 20,
+                only: RunFilter | None = None) -> tuple[
         list[dict[str, Any]], list[str]]:
     """Rows best first (golf's groups, plus official records when `official` is given) and warnings."""
-    entries = golf_entries(reader, limit)
+    entries = golf_entries(reader, limit, only)
     warnings: list[str] = []
     if official is not None:
         extra, warnings = official_entries(official)

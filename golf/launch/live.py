@@ -264,13 +264,14 @@ def failure_lines(run: Any) -> list[str]:
             f"golf: log: {run.log_path} (the full output; `golf run --verbose` also shows it here)"]
 
 
-def seeds_summary(runs: Sequence[Any]) -> Table:
+def seeds_summary(runs: Sequence[Any], label: str | None = None) -> Table:
     """The end of a multi-seed run: each stage's mean ± std over the completed seeds, bytes, times."""
     from golf.analysis.stats import mean_std_text, summarize
 
     done = [r for r in runs if r.status == "completed"]
     states = ", ".join(f"{r.seed}: {r.status}" for r in runs if r.status != "completed")
-    title = f"{runs[0].name.rsplit('-s', 1)[0]}: {len(done)} of {len(runs)} seeds completed" + (
+    name = label or getattr(runs[0], "experiment", None) or runs[0].name.rsplit("-s", 1)[0]
+    title = f"{name}: {len(done)} of {len(runs)} seeds completed" + (
         f" ({states})" if states else "")
     table = Table(title=title, header_style="bold", title_justify="left")
     table.add_column("")

@@ -286,7 +286,7 @@ def plan_runs(spec: Spec, store: Any = None, *, nnodes: int = 1, node_rank: int 
     base_env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
     if spec.bundled:
         _check_environment(spec.where)
-    base = spec.run_name or spec.name
+    base = spec.experiment
     plans = []
     for seed in spec.seeds:
         run_id = new_run_id()

@@ -247,7 +247,7 @@ def _create_row(plan: RunPlan, store: Store, run_dir: Path, log_path: Path, comm
     spec = plan.spec
     reported = spec.reported.get("val_bpb")
     fields: dict[str, Any] = dict(
-        id=plan.run_id, name=plan.name, spec_name=spec.name,
+        id=plan.run_id, name=plan.name, spec_name=spec.name, experiment=spec.experiment,
         spec_path=str(spec.path.resolve()) if spec.path is not None else None,
         spec=_run_spec(plan), config=dict(plan.knobs), config_hash=plan.config_hash, code_hash=plan.code_hash,
         group_hash=plan.group_hash, seed=plan.seed, tags=list(spec.tags), status="running",

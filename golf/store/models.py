@@ -10,7 +10,7 @@ from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
 # Bump when a field is added (the store then adds the column to an older runs.db once; see golf.store.schema).
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def now() -> datetime:
@@ -33,6 +33,8 @@ class Run(SQLModel, table=True):
     id: str = Field(primary_key=True, description="short unique id")
     name: str = Field(index=True, unique=True, description="human name, unique (e.g. baseline-s1337)")
     spec_name: Optional[str] = Field(default=None, index=True)
+    experiment: Optional[str] = Field(default=None, index=True, description="the seed group's name: `golf run "
+                                      "--name`, else the spec's name (compare, show, export resolve it)")
     spec_path: Optional[str] = None
     spec: Optional[dict[str, Any]] = Field(default=None, sa_column=Column(JSON), description="resolved spec")
     config: Optional[dict[str, Any]] = Field(default=None, sa_column=Column(JSON),

@@ -6,24 +6,27 @@ from typing import Annotated, Optional
 
 import typer
 
-from golf_cli.options import ColumnsOption, DbOption, FormatOption
+from golf_cli.options import ColumnsOption, DbOption, ExcludeTagOption, FormatOption, SpecFilterOption, TagFilterOption
 
 
 def ls(
     status: Annotated[Optional[str], typer.Option("--status", help="Only runs with this status (running, completed, "
                                                                     "failed, interrupted, diverged).")] = None,
-    tag: Annotated[Optional[str], typer.Option("--tag", help="Only runs with this tag.")] = None,
+    tag: TagFilterOption = None,
+    exclude_tag: ExcludeTagOption = None,
+    spec: SpecFilterOption = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="At most N runs.")] = None,
     fmt: FormatOption = "table",
     columns_: ColumnsOption = None,
     db: DbOption = None,
 ) -> None:
-    """List runs, newest first.
+    """List runs, newest first, with their experiment (golf run --name) and seed group.
 
     Example: golf ls --status completed --tag smoke --format md
     """
     import difflib
 
+    from golf.analysis.filters import RunFilter
     from golf.errors import GolfError
     from golf.output import FORMATS, Col, fint, fnum, render
     from golf.store import STATUSES, Store, run_to_dict
@@ -37,22 +40,25 @@ def ls(
     from golf.ingest.compliance import flag_names
 
     store = Store(db, readonly=True)  # never waits on a writer; shows a run whose golf died as failed
-    runs = store.list_runs(status=status, tag=tag, limit=limit)
+    chosen = RunFilter(tags=tag or (), exclude_tags=exclude_tag or (), specs=spec or ())
+    runs = [r for r in store.list_runs(status=status) if chosen.matches(r)][:limit]
     if fmt == "json":
         typer.echo(render([], [], "json", json_rows=[run_to_dict(r) for r in runs]))
         return
     if not runs:
-        typer.echo("no runs" + (" matching the filters" if status or tag else "") + f" in {store.path}")
+        typer.echo("no runs" + (" matching the filters" if status or chosen.active else "") + f" in {store.path}")
         return
 
     def status_style(value: object, _row: dict) -> str | None:
         return {"completed": "green", "running": "cyan", "interrupted": "yellow"}.get(str(value), "red")
 
     columns = [  # priority: which columns a narrow terminal hides first (highest first)
-        Col("id"), Col("name"), Col("status", style=status_style), Col("seed", justify="right", priority=2),
+        Col("id"), Col("name"), Col("experiment", priority=3), Col("status", style=status_style),
+        Col("seed", justify="right", priority=2),
         Col("final_bpb", "bpb", fnum(4), justify="right"), Col("stage", priority=3),
         Col("total_bytes", "bytes", fint, justify="right", priority=1), Col("steps", justify="right", priority=4),
         Col("step_avg_ms", "ms/step", fnum(1), justify="right", priority=3),
+        Col("group_hash", "group", lambda v: v if fmt == "csv" else v[:8], priority=4),
         Col("started_at", "started", priority=5), Col("tags", priority=6),
         Col("flags", "flags", (lambda v: ";".join(v)) if fmt == "csv" else (lambda v: ", ".join(v)), priority=2),
     ]

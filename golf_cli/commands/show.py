@@ -15,25 +15,41 @@ CURVE_KEYS = ("step", "train_loss", "val_loss", "val_bpb", "train_time_ms", "ste
 
 
 def show(
-    run: Annotated[str, typer.Argument(help="Run id, unique id prefix, or name.", metavar="RUN", show_default=False)],
+    run: Annotated[str, typer.Argument(
+        help="Run id, unique id prefix or name; or an experiment (golf run --name), group or spec: its one run, or "
+             "its seeds side by side.", metavar="RUN_OR_GROUP", show_default=False)],
     fmt: Annotated[str, typer.Option("--format", metavar="table|md|csv|json", help="Output format (md: one table "
                                      "per section; csv: section,field,value rows; json: every field and the curve).")
                    ] = "table",
     bytes_: Annotated[bool, typer.Option("--bytes", help="Byte breakdown against the 16,000,000 cap.")] = False,
     db: DbOption = None,
 ) -> None:
-    """Show one run: what ran where, its results, its curve and (--bytes) where its bytes go.
+    """Show one run: what ran where, its results, its curve and (--bytes) where its bytes go; for a group of
+    several seeds, each seed and every stage's mean ± std.
 
     Example: golf show smoke-s1337 --bytes
     """
     from golf.errors import GolfError
     from golf.output import FORMATS, to_json
     from golf.store import Store, run_to_dict
+    from golf.store.db import RunNotFound
 
     if fmt not in FORMATS:
         raise GolfError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
     store = Store(db, readonly=True)  # never waits on a writer; shows a run whose golf died as failed
-    found = store.resolve_run(run)
+    try:
+        found = store.resolve_run(run)
+    except RunNotFound as not_a_run:
+        from golf.analysis.groups import resolve_ref
+
+        try:
+            group = resolve_ref(store, run)
+        except GolfError:
+            raise not_a_run from None
+        if len(group.runs) != 1:
+            typer.echo(_group_text(group, fmt))
+            return
+        found = store.resolve_run(group.runs[0]["id"])  # an experiment of one seed: that run
     steps = store.steps(found.id)
     if fmt == "json":
         data = run_to_dict(found)
@@ -42,6 +58,34 @@ def show(
         return
     group = [r for r in store.list_runs() if r.group_hash == found.group_hash] if found.group_hash else []
     typer.echo(_table_text(found, steps, bytes_, fmt, store_runs=group))
+
+
+def _group_text(group: Any, fmt: str) -> str:
+    """A seed group: one row per run, then each stage's mean ± std over the completed ones."""
+    from golf.output import Col, fint, fnum, render, to_json
+
+    if fmt == "json":
+        return to_json({"label": group.label, "kind": group.kind, "group_hash": group.group_hash,
+                        "runs": [dict(r) for r in group.runs], "summary": group.summary()})
+    rows = [dict(r) for r in sorted(group.runs, key=lambda r: str(r.get("started_at")), reverse=True)]
+    cols = [Col("id"), Col("name"), Col("seed", justify="right"), Col("status"),
+            Col("final_bpb", "bpb", fnum(4), justify="right"), Col("final_stage", "stage", priority=2),
+            Col("total_bytes", "bytes", fint, justify="right", priority=1),
+            Col("step_avg_ms", "ms/step", fnum(1), justify="right", priority=3),
+            Col("started_at", "started", priority=4)]
+    title = f"{group.label}: {len(group.runs)} runs, group {str(group.group_hash)[:8]}"
+    table = render(rows, cols, fmt, title=title)
+    if fmt != "table":
+        return table
+    import io
+
+    from rich.console import Console
+
+    from golf.launch.live import seeds_summary
+
+    buf = io.StringIO()
+    Console(file=buf, width=120, highlight=False).print(seeds_summary(group.runs, group.label))
+    return table + "\n" + buf.getvalue().rstrip()
 
 
 def byte_rows(run: Run) -> list[dict[str, Any]]:
