@@ -364,11 +364,14 @@ class LogParser:
         if decimals >= 6 and short is not None and _rounds_to(bpb, short[2]) and \
                 (loss is None or short[1] is None or _rounds_to(loss, short[1])):
             stage = short[0]  # the precise twin of the short line just before it, whatever its label says
-        elif stage == "post_quant" and base == "final_int8_zlib_roundtrip":
-            if self._eval_mode_sliding:
-                stage = "sliding"
-            elif self._sliding_seen or "post_ttt" in self.run.stages:
-                return True  # legacy alias re-printed with the sliding-window numbers: not a roundtrip score
+        elif stage == "post_quant" and "roundtrip" in base and (self._eval_mode_sliding or (
+                "sliding_windows" in self.run.events and "post_quant" not in self.run.stages)):
+            # `final_eval_mode:sliding_window` (or the sliding pass's progress lines) before the first roundtrip
+            # line: that roundtrip was scored by the sliding window (03-19, 03-20, 03-21 records)
+            stage = "sliding"
+        elif stage == "post_quant" and base == "final_int8_zlib_roundtrip" and (
+                self._sliding_seen or "post_ttt" in self.run.stages):
+            return True  # legacy alias re-printed with the sliding-window numbers: not a roundtrip score
         self._last_short = (stage, loss, bpb) if decimals <= 4 else None
         current = self.run.stages.get(stage)
         if stage == "pre_quant" and current is not None and "ttt" in base:

@@ -65,8 +65,15 @@ def ingest(
                Col("final_bpb", "final bpb", lambda v: f"{v:.8f}", justify="right"),
                Col("total_bytes", "bytes", (lambda v: str(v)) if fmt == "csv" else (lambda v: f"{v:,}"),
                    justify="right"),
-               Col("steps", justify="right"), Col("malformed_lines", "bad lines", justify="right")]
-    typer.echo(render(runs, columns, fmt, title="ingested runs"))
+               Col("steps", justify="right"), Col("malformed_lines", "bad lines", justify="right"),
+               Col("reported_stage", "reported stage"),
+               Col("flags", "flags", (lambda v: ";".join(v)) if fmt == "csv" else (lambda v: ", ".join(v)))]
+    from golf.ingest.compliance import flag_names
+
+    for row in runs:
+        row["flags"] = flag_names(row.get("compliance")) or None
+    typer.echo(render(runs, columns, fmt, title="ingested runs", json_rows=[
+        {k: v for k, v in r.items() if k != "flags"} for r in runs]))
 
 
 def _explain(paths: list[Path], fmt: str) -> None:
