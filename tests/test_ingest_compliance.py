@@ -120,6 +120,8 @@ def test_flags_show_in_ls_and_show(store: Store, tmp_path: Path) -> None:
 def test_a_store_written_before_these_fields_is_migrated(tmp_path: Path) -> None:
     import sqlite3
 
+    from golf.store.models import SCHEMA_VERSION
+
     path = tmp_path / "runs.db"
     Store(path)
     with sqlite3.connect(path) as conn:  # back to schema 2: the run table without ingest's columns
@@ -128,7 +130,7 @@ def test_a_store_written_before_these_fields_is_migrated(tmp_path: Path) -> None
             conn.execute(f"ALTER TABLE run DROP COLUMN {column}")
         conn.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
     store = Store(path)
-    assert store.schema_version() == 3
+    assert store.schema_version() == SCHEMA_VERSION
     log = tmp_path / "train.log"
     log.write_text("\n".join(TRAIN + SCORE) + "\n", encoding="utf-8")
     ingest_paths(store, [log])
