@@ -24,7 +24,8 @@ _NUM = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf)"
 
 # -- step and validation lines: `step:N/M ...` (old) or `N/M ...` (04-01 onward)
 _STEP_HEAD = re.compile(r"^(?:step:\s*(\d+)/(\d+)|(\d+)/(\d+)(?=\s))(.*)$")
-_FIELD = re.compile(r"([A-Za-z_/]+):\s*(" + _NUM + r")(ms|m|s)?\b")
+# thousands separators appear in the newest step lines (`tok/s: 6,400,000`)
+_FIELD = re.compile(r"([A-Za-z_/]+):\s*(\d{1,3}(?:,\d{3})+(?!\d)|" + _NUM + r")(ms|m|s)?\b")
 
 # -- evaluation results: `<label> val_loss:X val_bpb:Y ...` (also `=` in ttt_sliding:done)
 # The label may carry `:`/`()` (`ttt:done`, `final_int6_lzma_roundtrip(ttt_lora)`) and trailing `key:value` settings
