@@ -196,6 +196,9 @@ EVENTS: tuple[Event, ...] = (
            "swa:averaging 23 checkpoints"),
     _event("fp16_passthrough", r"^fp16_passthrough: (\S+)", lambda m: {"fp16_passthrough": m.group(1)},
            "fp16_passthrough: tok_emb.weight"),
+    _event("eval_seq_len", r"^eval_seq_len:(\d+) \((.*?), (\d+) tokens\)",
+           lambda m: {"eval_seq_len": int(m.group(1)), "eval_note": m.group(2), "eval_tokens": int(m.group(3))},
+           "eval_seq_len:2048 (NTK-scaled RoPE, 62021633 tokens)"),
     _event("phase_total", r"^phase:TOTAL wall_ms:(\d+)", lambda m: {"total_wall_s": int(m.group(1)) / 1000.0},
            "phase:TOTAL wall_ms:1027905 (17.1 min)"),
 )

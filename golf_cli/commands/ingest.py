@@ -12,8 +12,8 @@ from golf_cli.options import DbOption, FormatOption
 
 def ingest(
     paths: Annotated[list[Path], typer.Argument(
-        metavar="PATH...", help="Log files, or folders searched for *.log and *.txt (not requirements.txt); a "
-                                "record folder (with submission.json) becomes one group.")],
+        metavar="PATH...", help="Log files, or folders searched for *.log and *.txt (not requirements.txt); logs "
+                                "in a record folder (with submission.json) carry the record's metadata.")],
     update: Annotated[bool, typer.Option("--update", help="Parse already-ingested logs again and replace their runs.")
                       ] = False,
     explain: Annotated[bool, typer.Option("--explain", help="Write nothing: list the lines of each log that golf "
@@ -24,9 +24,11 @@ def ingest(
 ) -> None:
     """Parse community training logs into runs marked as ingested.
 
-    A record folder (one with submission.json) becomes one group with the record's
-    name, author, date and reported val_bpb: refer to it by the folder's name.
-    Ingesting the same bytes twice adds nothing; identical copies count once.
+    The configuration a log prints decides its group; eval-only re-runs are children
+    of their training run. Logs in a record folder (one with submission.json) carry the
+    record's name, author, date and reported val_bpb, the stage that equals it
+    (reported_stage) and compliance flags with their evidence; refer to the record by
+    the folder's name. Ingesting the same bytes twice adds nothing.
 
     Example: golf ingest ../parameter-golf/records/track_10min_16mb
 
