@@ -29,14 +29,16 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def tiny_data(tmp_path: Path) -> Path:
     """A few-token dataset in the challenge's layout: <root>/datasets/fineweb10B_sp1024/ (train + val shards) and
-    <root>/tokenizers/fineweb_1024_bpe.model (arbitrary bytes: only hashed). Returns the shard folder."""
+    <root>/tokenizers/fineweb_1024_bpe.model (a SentencePiece model of 1024 pieces). Returns the shard folder."""
+    from spm_model import tokenizer_bytes
+
     from golf.trainer.shards import write_shard
 
     root = tmp_path / "tinydata"
     shards = root / "datasets" / "fineweb10B_sp1024"
     shards.mkdir(parents=True)
     (root / "tokenizers").mkdir()
-    (root / "tokenizers" / "fineweb_1024_bpe.model").write_bytes(b"not a real tokenizer")
+    (root / "tokenizers" / "fineweb_1024_bpe.model").write_bytes(tokenizer_bytes(1024))
     write_shard(shards / "fineweb_train_000000.bin", np.arange(1, 200) % 1024)
     write_shard(shards / "fineweb_val_000000.bin", np.arange(1, 100) % 1024)
     return shards

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from spm_model import tokenizer_bytes
 from typer.testing import CliRunner
 
 from golf.errors import GolfError
@@ -96,7 +97,7 @@ def test_config_hash_tracks_knobs_and_data_identity(workdir: Path, tiny_data: Pa
     shutil.copytree(tiny_data.parent.parent, copy_root)
     moved = plan_runs(apply_overrides(spec, data=str(copy_root / "datasets" / tiny_data.name)), None)[0]
     assert moved.config_hash == base.config_hash
-    (copy_root / "tokenizers" / "fineweb_1024_bpe.model").write_bytes(b"another tokenizer")
+    (copy_root / "tokenizers" / "fineweb_1024_bpe.model").write_bytes(tokenizer_bytes(1024, word="other"))
     retokenized = plan_runs(apply_overrides(spec, data=str(copy_root / "datasets" / tiny_data.name)), None)[0]
     assert retokenized.config_hash != base.config_hash
 
@@ -130,14 +131,16 @@ def test_run_names_are_unique_in_the_store(workdir: Path, tiny_data: Path, db: P
 def test_tokenizer_from_set_when_the_folder_has_several(workdir: Path, tiny_data: Path) -> None:
     tokenizers = tiny_data.parent.parent / "tokenizers"
     other = tokenizers / "fineweb_4096_bpe.model"
-    other.write_bytes(b"4096")
+    other.write_bytes(tokenizer_bytes(4096))
     spec = load_spec(spec_file(workdir, tiny_data))
     # the folder is …_sp1024: its tokenizer is the 1024 one, unless --set says otherwise
     assert plan_runs(spec, None)[0].tokenizer_path == str((tokenizers / "fineweb_1024_bpe.model").resolve())
-    plan = plan_runs(apply_overrides(spec, sets={"TOKENIZER_PATH": str(other)}), None)[0]
+    with pytest.raises(GolfError, match="VOCAB_SIZE is 1024 but the tokenizer .*fineweb_4096_bpe.model has 4096"):
+        plan_runs(apply_overrides(spec, sets={"TOKENIZER_PATH": str(other)}), None)
+    plan = plan_runs(apply_overrides(spec, sets={"TOKENIZER_PATH": str(other), "VOCAB_SIZE": "4096"}), None)[0]
     assert plan.tokenizer_path == str(other.absolute()) == plan.knobs["TOKENIZER_PATH"]
     (tokenizers / "fineweb_1024_bpe.model").unlink()
-    (tokenizers / "fineweb_8192_bpe.model").write_bytes(b"8192")
+    (tokenizers / "fineweb_8192_bpe.model").write_bytes(tokenizer_bytes(8192))
     with pytest.raises(GolfError, match="several tokenizers in .*fineweb_4096_bpe.model, fineweb_8192_bpe.model"):
         plan_runs(spec, None)
 
@@ -153,7 +156,7 @@ def test_tokenizer_matching_the_shards_vocabulary(workdir: Path, tmp_path: Path)
         write_shard(shards / "fineweb_train_000000.bin", np.arange(1, 200) % vocab)
         write_shard(shards / "fineweb_val_000000.bin", np.arange(1, 100) % vocab)
         (root / "tokenizers").mkdir(exist_ok=True)
-        (root / "tokenizers" / f"fineweb_{vocab}_bpe.model").write_bytes(b"t")
+        (root / "tokenizers" / f"fineweb_{vocab}_bpe.model").write_bytes(tokenizer_bytes(vocab))
     sp8192 = root / "datasets" / "fineweb10B_sp8192"
     spec = load_spec(spec_file(workdir, sp8192, extra="", name="big"))
     with pytest.raises(GolfError, match=r"sp8192 .* VOCAB_SIZE is 1024; add --set VOCAB_SIZE=8192"):

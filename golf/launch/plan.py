@@ -206,6 +206,10 @@ def resolve_data(spec: Spec, prepare: bool = True) -> tuple[Path, Path, bool]:
         data_path = spec.data.path
         kind = "path"
 
+    if prepare and data_path.is_dir():
+        from golf.launch.preflight import check_shards
+
+        check_shards(where, data_path)  # before the tokenizer: an empty folder is told so, not "no tokenizer"
     if "TOKENIZER_PATH" in env:
         tokenizer = Path(env["TOKENIZER_PATH"]).expanduser().absolute()
     elif kind == "sample":
@@ -226,11 +230,6 @@ def resolve_data(spec: Spec, prepare: bool = True) -> tuple[Path, Path, bool]:
         fetch_hint = f"; run `golf data fetch --variant {spec.data.variant}`" if kind == "variant" else ""
         if not data_path.is_dir():
             raise GolfError(f"{where}: data: {display_path(data_path)} not found{fetch_hint}")
-        from golf.trainer.shards import shard_files
-
-        for split in ("train", "val"):
-            if not shard_files(data_path, split):
-                raise GolfError(f"{where}: data: no fineweb_{split}_*.bin shards in {display_path(data_path)}")
         if not tokenizer.is_file():
             raise GolfError(f"{where}: data: tokenizer {display_path(tokenizer)} not found{fetch_hint}")
     return data_path, tokenizer, ready
@@ -326,4 +325,9 @@ def plan_runs(spec: Spec, store: Any = None, *, nnodes: int = 1, node_rank: int 
             trainer="bundled" if spec.bundled else str(spec.trainer), non_record_reason=non_record,
             data_ready=ready, notes=notes,
         ))
+    if prepare_data and plans:
+        from golf.launch.preflight import check_vocab, vocab_size_of
+
+        # every seed shares the knobs that matter here; the tokenizer is read once
+        check_vocab(spec.where, tokenizer_path, vocab_size_of(plans[0].knobs))
     return plans

@@ -69,9 +69,12 @@ def run(
                           prepare_data=False)
         typer.echo("\n\n".join(_dry_run_text(plan) for plan in plans))
         return
+    # every check (knobs, shards, tokenizer) before anything is written: a bad input leaves no runs.db, no folder
+    plans = plan_runs(loaded, None, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint)
     store = Store(db)
     store.reconcile_stale()
-    plans = plan_runs(loaded, store, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint)
+    for plan in plans:
+        plan.name = store.unique_name(plan.name)
     command = shlex.join(["golf", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("golf", "main.py") else None
     for note in dict.fromkeys(note for plan in plans for note in plan.notes):
         typer.echo(f"golf: note: {note}", err=True)
