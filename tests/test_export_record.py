@@ -363,19 +363,26 @@ def test_adapt_first_ttt_is_refused_for_the_record_track(tmp_path: Path) -> None
 def test_secrets_are_redacted_from_logs_and_refused_elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                                               ) -> None:
     secret = "hf_Zx81secretvalue"
-    monkeypatch.setenv("HF_TOKEN", secret)
+    # the exporting shell knows none of these: they are found by pattern (the run's shell had them, not this one)
+    for name in ("HF_TOKEN", "WANDB_API_KEY", "hf_token"):
+        monkeypatch.delenv(name, raising=False)
+    others = ("0123456789abcdef", "lowercasehubtoken", "eyJhbGciOi.J9.sig", "p4ssw0rdInUrl")
     store = Store(tmp_path / "runs.db")
     add_group(store, tmp_path, "leaky", "a5" * 8, log_extra=(
         f"Running: HF_TOKEN={secret} torchrun --standalone train_gpt.py\n"
-        f"hub login with {secret}\nexport WANDB_API_KEY='0123456789abcdef'\n"))
+        f"hub login with {secret}\nexport WANDB_API_KEY='0123456789abcdef'\nhf_token=lowercasehubtoken\n"
+        "curl -H 'Authorization: Bearer eyJhbGciOi.J9.sig' https://hf.co/api\n"
+        "git clone https://me:p4ssw0rdInUrl@github.com/me/golf.git\n"))
     result = export(tmp_path / "runs.db", tmp_path / "pg", ref="leaky")
     for path in result.folder.iterdir():
         text = path.read_text()
-        assert secret not in text and "0123456789abcdef" not in text, path.name
+        assert secret not in text and not any(o in text for o in others), path.name
     log = (result.folder / "train_seed42.log").read_text()
     assert "HF_TOKEN=<redacted> torchrun" in log and "WANDB_API_KEY='<redacted>'" in log
+    assert "https://me:<redacted>@github.com/me/golf.git" in log and "Authorization: Bearer <redacted>'" in log
     check = check_of(result, "secrets")
-    assert check.status == "warn" and "train_seed42.log: 3 × HF_TOKEN, WANDB_API_KEY" in check.figure
+    assert check.status == "warn" and ("train_seed42.log: 6 × Authorization header, HF_TOKEN, Hugging Face token, "
+                                      "WANDB_API_KEY, credentials in a URL, hf_token") in check.figure
     # a secret in what golf generates is never written
     out = invoke("leaky", "--out", str(tmp_path / "pg2"), "--db", str(tmp_path / "runs.db"), "--author", secret)
     assert out.exit_code == 2 and "refusing to write a record that holds credentials" in out.output

@@ -120,7 +120,7 @@ def evaluation_check(reason: str | None) -> Check:
 
 
 def secrets_check(redacted: dict[str, list[str]]) -> Check:
-    title = "No secrets (env values named *TOKEN*, *KEY*, *SECRET*, *PASSWORD*)"
+    title = "No secrets (provider tokens, auth headers, URL credentials, *_TOKEN/*_KEY/*_SECRET/PASSWORD values)"
     if not any(redacted.values()):
         return Check("secrets", title, "pass", "none in the baked knobs, the logs or the generated files")
     where = "; ".join(f"{file}: {len(names)} × {', '.join(sorted(set(names)))}"
