@@ -115,3 +115,24 @@ def test_both_std_conventions_are_available(store: Store, folder: str, written: 
     assert stat.std == pytest.approx(statistics.stdev(values))
     assert stat.std_pop == pytest.approx(statistics.pstdev(values))
     assert round(getattr(stat, convention), 4) == written
+
+
+def test_show_and_leaderboard_carry_the_parent_the_reported_stage_and_both_eval_times(store: Store) -> None:
+    from typer.testing import CliRunner
+
+    from golf_cli.main import app
+
+    runner = CliRunner()
+    child = next(r for r in store.list_runs(source="ingested") if r.record_name == PR1787 and r.parent_id)
+    shown = runner.invoke(app, ["show", "--db", str(store.path), child.id, "--format", "csv"])
+    assert shown.exit_code == 0, shown.output
+    assert f"eval of run,{child.parent_id}" in shown.stdout
+    assert "reported_bpb,1.06335 (post_ttt)" in shown.stdout
+    board = runner.invoke(app, ["leaderboard", "--db", str(store.path), "--format", "json", "--limit", "50"])
+    rows = json.loads(board.stdout)
+    row = next(r for r in rows if r["group_hash"] == child.group_hash)
+    text = Path(child.source_path).read_text()
+    assert row["record_eval_time_s"] * 1000 == max(
+        float(last(r"quantized_ttt_phased val_loss:\S+ val_bpb:\S+ eval_time:(\d+)ms", Path(r.source_path).read_text()))
+        for r in store.list_runs(source="ingested") if r.group_hash == child.group_hash)
+    assert "TTT_EVAL_ONLY=1" in text and row["n"] == 3
