@@ -136,3 +136,17 @@ def test_show_and_leaderboard_carry_the_parent_the_reported_stage_and_both_eval_
         float(last(r"quantized_ttt_phased val_loss:\S+ val_bpb:\S+ eval_time:(\d+)ms", Path(r.source_path).read_text()))
         for r in store.list_runs(source="ingested") if r.group_hash == child.group_hash)
     assert "TTT_EVAL_ONLY=1" in text and row["n"] == 3
+
+
+def test_result_json_beside_a_log_is_checked_against_it(tmp_path: Path) -> None:
+    import shutil
+
+    source = FRONTIER / PR1787 / "ttt_pr1767"
+    assert ingest_paths(Store(tmp_path / "a.db"), [source / "seed_42.log"]).warnings == []  # they agree
+    copy = tmp_path / "seed_42.log"
+    shutil.copy(source / "seed_42.log", copy)
+    stated = json.loads((source / "seed_42_result.json").read_text())
+    stated["post_ttt_val_bpb"] = 1.0641  # not what the log says
+    (tmp_path / "seed_42_result.json").write_text(json.dumps(stated))
+    warnings = ingest_paths(Store(tmp_path / "b.db"), [copy]).warnings
+    assert warnings == [f"{tmp_path / 'seed_42_result.json'}: post_ttt_val_bpb 1.0641 but seed_42.log says 1.06400238"]

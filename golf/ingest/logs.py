@@ -11,6 +11,7 @@ twice, or two identical copies of one log (train.log == train_seed1337.log), giv
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -122,6 +123,7 @@ def ingest_paths(store: Any, paths: Sequence[str | Path], update: bool = False) 
             report.items.append(IngestItem(log.path, "skipped", detail="no training-log lines"))
             continue
         planned.append((log, parsed))
+        report.warnings += _result_file_check(log.path, parsed)
     built: list[tuple[Any, dict, bool, LogFile, ParsedRun]] = []
     names: set[str] = set()
     for log, parsed in planned:
@@ -198,6 +200,27 @@ def build_run(store: Any, log: LogFile, parsed: ParsedRun, submission: Submissio
         **{k: v for k, v in metrics.items() if k not in ("iterations",)},
     )
     return run, parsed.curve
+
+
+def _result_file_check(path: Path, parsed: ParsedRun) -> list[str]:
+    """A `<log stem>_result.json` beside a log (#1787's ttt_pr1767/seed_42_result.json) states the log's scores
+    again (`<stage>_val_bpb`, `<stage>_val_loss`, `<stage>_eval_time_ms`): a value the log does not agree with is a
+    warning (the log's value is kept)."""
+    result = path.with_name(f"{path.stem}_result.json")
+    if not result.is_file():
+        return []
+    try:
+        data = json.loads(result.read_text(encoding="utf-8", errors="replace"))
+    except ValueError as exc:
+        return [f"{result}: not readable JSON ({exc})"]
+    out = []
+    for stage, value in parsed.stages.items():
+        for key, mine in ((f"{stage}_val_bpb", value.val_bpb), (f"{stage}_val_loss", value.val_loss),
+                          (f"{stage}_eval_time_ms", value.eval_time_ms)):
+            stated = data.get(key) if isinstance(data, dict) else None
+            if isinstance(stated, (int, float)) and mine is not None and abs(stated - mine) > 1e-9 * max(1, abs(mine)):
+                out.append(f"{result}: {key} {stated} but {path.name} says {mine}")
+    return out
 
 
 def _link_eval_children(store: Any, runs: list[Any]) -> None:
