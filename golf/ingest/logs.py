@@ -194,7 +194,7 @@ def build_run(store: Any, log: LogFile, parsed: ParsedRun, submission: Submissio
         reported_bpb=submission.val_bpb if submission else None,
         non_record_reason=non_record, malformed_lines=parsed.malformed, bytes_breakdown=parsed.bytes_breakdown,
         iterations=parsed.iterations, peak_mem_reserved_mib=parsed.peak_mem_reserved_mib,
-        quant_label=parsed.quant_label, record_eval_time_ms=parsed.record_eval_time_ms,
+        quant_label=parsed.quant_label,
         log_events=parsed.events or None, compliance=compliance.run_flags(parsed, trainer),
         stop_reason=parsed.stop_reason or (None if status != "failed" else "incomplete log (no final score)"),
         **{k: v for k, v in metrics.items() if k not in ("iterations",)},

@@ -159,6 +159,7 @@ class ParsedRun:
             "code_bytes": self.code_bytes,
             "total_bytes": self.total_bytes,
             "eval_time_ms": self.eval_time_ms,
+            "record_eval_time_ms": self.record_eval_time_ms,
             "ttt_time_ms": self.ttt_time_ms,
         }
         for stage in STAGES:
