@@ -6,6 +6,8 @@ import ast
 import base64
 import lzma
 import re
+import sys
+import types
 from pathlib import Path
 
 import brotli
@@ -114,6 +116,34 @@ def test_baked_knobs_are_the_runs_without_run_id_and_with_challenge_paths() -> N
     assert challenge["TOKENIZER_PATH"] == "./data/tokenizers/fineweb_8192_bpe_caseops.model"
 
 
+FRONTIER_KNOBS = {
+    "NUM_LAYERS": 11, "NUM_LOOPS": 2, "LOOP_START": 3, "LOOP_END": 5, "ENABLE_LOOPING_AT": 0.35,
+    "LOOP_PHASE2_AT": 0.5, "PARALLEL_RESIDUAL": 1, "PARALLEL_START_LAYER": 8, "PARALLEL_FINAL_LANE": "mean",
+    "SKIP_GATES_ENABLED": 1, "SPARSE_ATTN_GATE_ENABLED": 1, "SPARSE_ATTN_GATE_SCALE": 0.5,
+    "SPARSE_ATTN_GATE_INIT_STD": 0.01, "GATE_WINDOW": 10, "SMEAR_GATE_ENABLED": 1, "SMEAR_GATE_WIDTH": 9,
+    "USE_POLAR_EXPRESS": 1, "MIN_LR": 0.1, "WD_TAPER_START_FRAC": 0.7, "WD_TAPER_FINAL_MULT": 0.5,
+    "TRAIN_LOADER": "shuffled", "FUSED_CE_ENABLED": 1,
+}
+
+
+def test_the_frontier_knobs_travel_in_the_one_file_trainer() -> None:
+    config = Hyperparameters.resolve(values=FRONTIER_KNOBS).as_env()
+    text = build_trainer_file(baked=config)
+    baked = baked_literal(text)
+    assert {k: baked[k] for k in FRONTIER_KNOBS} == {k: config[k] for k in FRONTIER_KNOBS}
+    module = types.ModuleType("train_gpt_shipped")  # dataclasses look their module up in sys.modules
+    sys.modules[module.__name__] = module
+    try:
+        exec(compile(text, "train_gpt.py", "exec"), module.__dict__)  # the shipped file alone, no golf package
+    finally:
+        del sys.modules[module.__name__]
+    shipped = module.Hyperparameters.resolve()
+    assert shipped.as_env() == config  # it reproduces the run with no env var set
+    model = module.GPT(shipped)
+    model.set_recurrence(True)
+    assert model.order == [0, 1, 2, 3, 4, 5, 3, 4, 5, 3, 4, 5, 6, 7, 8, 9, 10]
+
+
 def test_baking_rejects_what_the_trainer_would_reject() -> None:
     with pytest.raises(BundleError, match="HF_TOKEN"):
         build_trainer_file(baked={"HF_TOKEN": "x"})
@@ -219,6 +249,9 @@ def test_requirements_follow_the_imports_and_the_config() -> None:
     # FA4 only where the record's config asks for its kernels; auto falls back to SDPA without it
     assert "flash-attn-4" not in required_packages(text, {"ATTN_BACKEND": "auto"}, "none")
     assert "flash-attn-4" in required_packages(text, {"ATTN_BACKEND": "fa4"}, "none")
+    # the fused CE's Triton kernels: imported lazily, needed only with the knob on
+    assert "triton" in required_packages(text, {"FUSED_CE_ENABLED": "1"}, "none")
+    assert "triton" not in required_packages(text, {"FUSED_CE_ENABLED": "0"}, "none")
 
 
 def test_secret_names_spare_the_knobs() -> None:

@@ -32,11 +32,24 @@ CASES = {
     "pr371": ({"EVAL_STRIDE": 32}, "post_ttt", "int6+zstd-22", True),
     "pr371-legal": ({"EVAL_STRIDE": 32}, "post_ttt", "int6+zstd-22", False),
     "pr562": ({"EVAL_STRIDE": 32, "SWA_EVERY": 2, "SWA_START_FRAC": 0.9}, "post_ttt", "mixed_int5_int6+zstd-22",
-              False),
+              True),
     "pr1045": ({"EVAL_STRIDE": 32}, "sliding", "int6+lzma", False),
     "pr1045-adamw-ttt": ({"EVAL_STRIDE": 32}, "post_ttt", "int6+lzma", False),
     "pr1092": ({"EVAL_STRIDE": 32, "SWA_EVERY": 2, "SWA_START_FRAC": 0.9}, "post_ttt", "int6+lzma-6", False),
-    "pr1550": ({"EVAL_STRIDE": 32, "VOCAB_SIZE": 1024}, "sliding", "int6+brotli-shuffle", True),
+    "pr1550": ({"EVAL_STRIDE": 32, "VOCAB_SIZE": 1024, "RECUR_START_STEP": 3}, "sliding", "int6+brotli-shuffle",
+               True),
+    # 17 virtual layers: one micro-step per step keeps these two near the others' time on CPU
+    "pr1493": ({"EVAL_STRIDE": 32, "VOCAB_SIZE": 1024, "TTT_BATCH_SEQS": 4, "WARMUP_STEPS": 1, "GRAD_ACCUM_STEPS": 1},
+               "post_ttt", "int6+brotli-shuffle", False),
+    "pr1855": ({"EVAL_STRIDE": 32, "VOCAB_SIZE": 1024, "GRAD_ACCUM_STEPS": 1}, "sliding", "int6+brotli-shuffle",
+               False),
+}
+# the frontier records' techniques, each seen at work in the run's log
+FRONTIER_LINES = {
+    "pr1493": ("layer_loop:enabled step:3 frac:0.500 encoder:[0, 1, 2, 3, 4, 5, 3, 4] "
+               "decoder:[5, 3, 4, 5, 6, 7, 8, 9, 10]", "loop_warmup:enabled", "  train_loader: shuffled"),
+    "pr1855": ("layer_loop:enabled step:3", "  parallel_final_lane: mean", "  use_polar_express: 1",
+               "  smear_gate_enabled: 1", "  sparse_attn_gate_enabled: 1", "  fused_ce_enabled: 1"),
 }
 
 
@@ -69,7 +82,9 @@ def test_seed_spec_runs_scaled_down_with_its_stages(spec: str, small_sample, wor
     assert shown["steps"] == 6 and shown["spec_name"] == spec
     log = Path(shown["log_path"]).read_text()
     if spec == "pr1550":
-        assert "recurrence:activated" in log and "gptq:calibrated" in log
+        assert "layer_loop:enabled step:3" in log and "gptq:calibrated" in log
+    for line in FRONTIER_LINES.get(spec, ()):
+        assert line in log, line
     if spec in ("pr1092", "pr562"):
         assert "swa:applying averaged" in log
     if spec == "pr1045":

@@ -132,7 +132,7 @@ def test_knob_parsing_errors_name_the_knob_and_what_is_valid() -> None:
 def test_off_values_and_normalisation() -> None:
     h = Hyperparameters.resolve({"XSA_LAST_N": "off", "RECUR_LAYERS": "3, 4,5", "MATRIX_BITS": 6, "MLP_BITS": 5,
                                  "ADAM_WD": 0.04, "TRAIN_SEQ_LEN": 2048, "TRAIN_BATCH_TOKENS": 786432})
-    assert h.xsa_last_n == 0 and h.recur_layers == (3, 4, 5)
+    assert h.xsa_last_n == 0 and (h.num_loops, h.loop_start, h.loop_end, h.recur_layers) == (1, 3, 5, ())
     assert (h.mlp_bits, h.attn_bits, h.embed_wd, h.eval_seq_len, h.ttt_seq_len) == (5, 6, 0.04, 2048, 2048)
     assert Hyperparameters.resolve({"QAT_ENABLED": "on", "TIE_EMBEDDINGS": "false"}).qat_enabled is True
 

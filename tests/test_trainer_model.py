@@ -19,9 +19,9 @@ from golf.trainer.model import (
     bigram_buckets,
     describe,
     exclusive_self_attention,
-    layer_order,
     trigram_buckets,
 )
+from golf.trainer.recurrence import layer_order
 
 TINY = {"NUM_LAYERS": 4, "MODEL_DIM": 64, "NUM_HEADS": 4, "NUM_KV_HEADS": 2, "VOCAB_SIZE": 97,
         "TRAIN_SEQ_LEN": 16, "TRAIN_BATCH_TOKENS": 256}
@@ -179,8 +179,8 @@ def test_smear_gate_blends_the_previous_position_but_never_across_bos() -> None:
 
 
 def test_recurrence_runs_the_layers_in_the_intended_order() -> None:
-    assert layer_order(11, (3, 4, 5), True) == [0, 1, 2, 3, 4, 5, 3, 4, 5, 6, 7, 8, 9, 10]
-    assert layer_order(11, (3, 4, 5), False) == list(range(11))
+    assert layer_order(11, 3, 5, 1) == [0, 1, 2, 3, 4, 5, 3, 4, 5, 6, 7, 8, 9, 10]
+    assert layer_order(11, 3, 5, 0) == list(range(11))
     model = GPT(tiny(NUM_LAYERS=6, RECUR_LAYERS="2,3", RECUR_START_STEP=10))
     seen: list[int] = []
     for i, block in enumerate(model.blocks):

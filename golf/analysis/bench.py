@@ -48,17 +48,19 @@ def model_flops_per_token(config: Mapping[str, str]) -> dict[str, float]:
     """Model FLOPs per trained token for the knobs in `config` (see FLOPS_FORMULA), with its two terms."""
     import torch
 
+    from golf.trainer.gates import AttnOutGate, SparseAttnGate
     from golf.trainer.hparams import Hyperparameters
-    from golf.trainer.model import GPT, AttentionGate, CastedLinear, layer_order
+    from golf.trainer.model import GPT, AttentionGate, CastedLinear
 
     hp = dataclasses.replace(Hyperparameters.resolve(dict(config)), ortho_init=False)
     with torch.device("meta"):  # shapes only: no memory, no initialisation cost
         model = GPT(hp)
 
     def matmul_weights(module: torch.nn.Module) -> int:
-        return sum(m.weight.numel() for m in module.modules() if isinstance(m, (CastedLinear, AttentionGate)))
+        gates = (CastedLinear, AttentionGate, SparseAttnGate, AttnOutGate)
+        return sum(m.weight.numel() for m in module.modules() if isinstance(m, gates))
 
-    visits = Counter(layer_order(hp.num_layers, tuple(hp.recur_layers), True))
+    visits = Counter(model.loop.order(model.loop.num_loops))
     matmul = sum(visits[i] * matmul_weights(block) for i, block in enumerate(model.blocks))
     matmul += matmul_weights(model) - matmul_weights(model.blocks)  # bigram and value-embedding projections, head
     if model.lm_head is None:

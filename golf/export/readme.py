@@ -45,12 +45,13 @@ def imported_modules(source: str) -> dict[str, bool]:
 def required_packages(source: str, config: dict[str, str], pack: str) -> list[str]:
     """PyPI names the shipped trainer needs with this config: every non-stdlib module imported at load, and the lazy
     ones the config reaches (zstandard for COMPRESSOR=zstd, brotli for COMPRESSOR=brotli or a brotli-packed file,
-    both for COMPRESSOR=pergroup, whose streams may use either; flash-attn-4 for ATTN_BACKEND=fa4; any other lazy
-    import is kept, to be safe)."""
+    both for COMPRESSOR=pergroup, whose streams may use either; flash-attn-4 for ATTN_BACKEND=fa4; triton for
+    FUSED_CE_ENABLED=1; any other lazy import is kept, to be safe)."""
     conditional: dict[str, Callable[[], bool]] = {
         "zstandard": lambda: config.get("COMPRESSOR") in ("zstd", "pergroup"),
         "brotli": lambda: config.get("COMPRESSOR") in ("brotli", "pergroup") or pack == "brotli",
         "flash_attn": lambda: config.get("ATTN_BACKEND") == "fa4",
+        "triton": lambda: config.get("FUSED_CE_ENABLED") == "1",
     }
     modules = imported_modules(source)
     if pack == "brotli":

@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .data import TrainLoader
+from .data import ShuffledSequences, TrainLoader
+from .shards import shard_files
 
 BOS_ID = 1  # SentencePiece bos_id in the challenge's tokenizers; every document starts with it
 
@@ -144,6 +145,10 @@ class DocumentPackingLoader(TrainLoader):
 
 
 def make_train_loader(hp: Any, rank: int, world_size: int, device: torch.device) -> TrainLoader:
-    """The training loader for these knobs: packed rows with DOC_ATTENTION, else the challenge's rows."""
+    """The training loader for these knobs: packed rows with DOC_ATTENTION, else the challenge's rows; their
+    tokens streamed in order, or shuffled sequences (TRAIN_LOADER=shuffled)."""
     cls = DocumentPackingLoader if hp.doc_attention else TrainLoader
-    return cls(hp.data_path, rank, world_size, device)
+    shuffled = None
+    if hp.train_loader == "shuffled":
+        shuffled = ShuffledSequences(shard_files(hp.data_path, "train"), hp.train_seq_len, rank, world_size, hp.seed)
+    return cls(hp.data_path, rank, world_size, device, shuffled=shuffled)

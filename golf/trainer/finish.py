@@ -62,7 +62,7 @@ def prime_eval_graphs(model: GPT, hp: Hyperparameters, rt: Runtime, val_tokens: 
         return
     rt.sync()
     t0 = time.perf_counter()
-    was_training, was_recurrent = model.training, model.recur_active
+    was_training, was_passes = model.training, model.loop_passes
     model.eval()  # the stages run in eval mode with recurrence on (its final state): prime those graphs
     model.set_recurrence(True)
     primed = []
@@ -80,7 +80,7 @@ def prime_eval_graphs(model: GPT, hp: Hyperparameters, rt: Runtime, val_tokens: 
     for rows in sorted(sizes):
         prime_train_step(model, rows, hp.ttt_seq_len, hp.vocab_size, rt.device)
         primed.append(f"ttt_step{rows}x{hp.ttt_seq_len}")
-    model.set_recurrence(was_recurrent)
+    model.set_loop_passes(was_passes)
     model.train(was_training)
     rt.sync()
     if primed:

@@ -232,11 +232,9 @@ class Hyperparameters:
     negative_slope: float = knob(0.0, "MLP activation LeakyReLU(slope)^2 (0: ReLU^2)", "technique", minimum=0.0,
                                  off=0.0)
     gated_attention: bool = knob(False, "per-head sigmoid gate on the attention output", "technique")
-    recur_layers: tuple[int, ...] = knob((), "layers repeated once more (depth recurrence), e.g. 3,4,5", "technique",
-                                         off=())
+    recur_layers: tuple[int, ...] = knob((), "layers repeated once more, e.g. 3,4,5: golf's older spelling of "
+                                         "NUM_LOOPS=1 LOOP_START=3 LOOP_END=5", "technique", off=())
     recur_start_step: int = knob(0, "switch recurrence on at this step", "technique", minimum=0, maximum=_MAX_STEPS)
-    recur_start_frac: float = knob(0.0, "switch recurrence on at this fraction of training", "technique", minimum=0.0,
-                                   maximum=1.0)
     parallel_residual: bool = knob(False, "attention and MLP read the same input from PARALLEL_START_LAYER",
                                    "technique")
     parallel_start_layer: int = knob(0, "first layer with parallel residuals", "technique",
@@ -244,6 +242,42 @@ class Hyperparameters:
     ortho_init: bool = knob(False, "orthogonal init of block matrices", "technique")
     doc_attention: bool = knob(False, "document-isolated attention (never across a BOS) and the packing loader: "
                                "one row of packed documents per micro-step", "technique")
+    # -- the frontier records' techniques (2026-04), under their own env-var names
+    num_loops: int = knob(0, "extra passes over layers LOOP_START..LOOP_END (depth recurrence; 2: three passes)",
+                          "technique", minimum=0, maximum=_MAX_LAYERS)
+    loop_start: int = knob(0, "first layer of the repeated segment", "technique", minimum=0, maximum=_MAX_LAYERS)
+    loop_end: int = knob(0, "last layer of the repeated segment (inclusive)", "technique", minimum=0,
+                         maximum=_MAX_LAYERS)
+    enable_looping_at: float = knob(0.0, "switch the extra passes on at this fraction of training (0: from the "
+                                    "start)", "technique", minimum=0.0, maximum=1.0, aliases=("RECUR_START_FRAC",))
+    loop_phase2_at: float = knob(0.0, "progressive recurrence: one extra pass from ENABLE_LOOPING_AT, all NUM_LOOPS "
+                                 "from this fraction (0: all at once)", "technique", minimum=0.0, maximum=1.0)
+    parallel_residual_start: int = knob(-1, "parallel residuals from this layer on (-1: off): the records' spelling "
+                                        "of PARALLEL_RESIDUAL=1 PARALLEL_START_LAYER=N", "technique", minimum=-1,
+                                        maximum=_MAX_LAYERS, off=-1)
+    parallel_final_lane: str = knob("single", "parallel layers: single (one residual), or two lanes with learned "
+                                    "mixing in the decoder ending in their mean, the attention lane or the MLP lane",
+                                    "technique", choices=("single", "mean", "attn", "mlp"))
+    skip_gates_enabled: bool = knob(False, "sigmoid-gated U-Net skips: lerp(w * skip, x, sigmoid(g))", "technique")
+    sparse_attn_gate_enabled: bool = knob(False, "per-head attention-output gate read from the first GATE_WINDOW "
+                                          "dims of the block input", "technique")
+    sparse_attn_gate_scale: float = knob(1.0, "scale inside the sparse gate's sigmoid", "technique")
+    sparse_attn_gate_init_std: float = knob(0.0, "init std of the sparse gate's weights (0: zeros)", "technique",
+                                            minimum=0.0)
+    gate_window: int = knob(12, "input dims the sparse and output gates read", "technique", minimum=1,
+                            maximum=_MAX_WIDTH)
+    attn_out_gate_enabled: bool = knob(False, "per-head attention-output gate 2*sigmoid(W x[:GATE_WINDOW]), "
+                                       "transparent at init", "technique")
+    attn_out_gate_src: str = knob("proj", "what the output gate reads: proj (the block input) or q (the query "
+                                  "projection)", "technique", choices=("proj", "q"))
+    smear_gate_enabled: bool = knob(False, "input-dependent SmearGate x_t += lam*sigmoid(w.x_t[:W])*x_{t-1} on the "
+                                    "embedding, masked at BOS (SMEAR_GATE is the older static one)", "technique")
+    smear_gate_width: int = knob(12, "embedding dims the input-dependent SmearGate reads", "technique", minimum=1,
+                                 maximum=_MAX_WIDTH)
+    fused_ce_enabled: bool = knob(False, "fused softcapped cross-entropy in training (Triton on CUDA)", "technique")
+    train_loader: str = knob("stream", "training batches: stream (the shards in order, as the challenge's loader) "
+                             "or shuffled (random sequences across all shards, seeded, disjoint per rank)", "data",
+                             choices=("stream", "shuffled"))
     # -- optimizer
     embed_lr: float = knob(0.6, "Adam LR of the untied input embedding", "optim", minimum=0.0)
     head_lr: float = knob(0.008, "Adam LR of the untied output head", "optim", minimum=0.0)
@@ -257,6 +291,12 @@ class Hyperparameters:
     muon_backend_steps: int = knob(5, "Newton-Schulz iterations", "optim", minimum=1, maximum=100)
     muon_wd: float = knob(0.0, "decoupled weight decay of Muon matrices", "optim", minimum=0.0)
     muon_row_normalize: bool = knob(False, "MuonEq-R: row-normalise the update before Newton-Schulz", "optim")
+    use_polar_express: bool = knob(False, "Polar Express Newton-Schulz coefficients (tuned for 5 steps)", "optim",
+                                   aliases=("POLAR_EXPRESS",))
+    wd_taper_start_frac: float = knob(0.0, "Muon weight decay tapers linearly from this fraction of training "
+                                      "(0: no taper)", "optim", minimum=0.0, maximum=1.0)
+    wd_taper_final_mult: float = knob(1.0, "Muon weight-decay multiplier at the end of the taper", "optim",
+                                      minimum=0.0)
     beta1: float = knob(0.9, "Adam beta1", "optim", minimum=0.0, maximum=1.0)
     beta2: float = knob(0.95, "Adam beta2", "optim", minimum=0.0, maximum=1.0)
     adam_eps: float = knob(1e-8, "Adam epsilon", "optim", minimum=0.0)
@@ -422,14 +462,10 @@ class Hyperparameters:
             raise KnobError(f"ROPE_DIMS={self.rope_dims} must be even and at most the head dim {head_dim}")
         if self.xsa_last_n > self.num_layers:
             raise KnobError(f"XSA_LAST_N={self.xsa_last_n} exceeds NUM_LAYERS={self.num_layers}")
-        for name, layers in (("VE_LAYERS", self.ve_layers if self.ve_enabled else ()),
-                             ("RECUR_LAYERS", self.recur_layers)):
-            bad = [i for i in layers if not 0 <= i < self.num_layers]
-            if bad:
-                raise KnobError(f"{name}={','.join(map(str, layers))} has layers outside 0..{self.num_layers - 1}")
-        if self.recur_layers and list(self.recur_layers) != list(range(self.recur_layers[0],
-                                                                       self.recur_layers[-1] + 1)):
-            raise KnobError(f"RECUR_LAYERS={self.format('RECUR_LAYERS')} must be consecutive layers, e.g. 3,4,5")
+        layers = self.ve_layers if self.ve_enabled else ()
+        if [i for i in layers if not 0 <= i < self.num_layers]:
+            raise KnobError(f"VE_LAYERS={','.join(map(str, layers))} has layers outside 0..{self.num_layers - 1}")
+        self._check_frontier()
         if self.train_batch_tokens % self.train_seq_len:
             raise KnobError(f"TRAIN_BATCH_TOKENS={self.train_batch_tokens} must be a multiple of "
                             f"TRAIN_SEQ_LEN={self.train_seq_len}")
@@ -451,6 +487,26 @@ class Hyperparameters:
                             f"(0 means {top})")
         if self.bigram_vocab_size == 1:
             raise KnobError("BIGRAM_VOCAB_SIZE=1 leaves no hash buckets: use 0 (off) or at least 2")
+
+    def _check_frontier(self) -> None:
+        if self.num_loops and not 0 <= self.loop_start <= self.loop_end < self.num_layers:
+            raise KnobError(f"LOOP_START={self.loop_start} LOOP_END={self.loop_end} must satisfy "
+                            f"0 <= LOOP_START <= LOOP_END < NUM_LAYERS={self.num_layers} (RECUR_LAYERS likewise)")
+        if self.loop_phase2_at and self.loop_phase2_at < self.enable_looping_at:
+            raise KnobError(f"LOOP_PHASE2_AT={self.loop_phase2_at} comes before ENABLE_LOOPING_AT="
+                            f"{self.enable_looping_at}")
+        gates = [n for n, on in (("GATED_ATTENTION", self.gated_attention),
+                                 ("SPARSE_ATTN_GATE_ENABLED", self.sparse_attn_gate_enabled),
+                                 ("ATTN_OUT_GATE_ENABLED", self.attn_out_gate_enabled)) if on]
+        if len(gates) > 1:
+            raise KnobError(f"{' and '.join(gates)} are alternative attention-output gates: pick one")
+        window = max(self.gate_window if self.sparse_attn_gate_enabled or self.attn_out_gate_enabled else 0,
+                     self.smear_gate_width if self.smear_gate_enabled else 0)
+        if window > self.model_dim:
+            raise KnobError(f"a gate window of {window} exceeds MODEL_DIM={self.model_dim}")
+        if self.parallel_final_lane != "single" and not self.parallel_residual:
+            raise KnobError(f"PARALLEL_FINAL_LANE={self.parallel_final_lane} needs parallel residuals: set "
+                            "PARALLEL_RESIDUAL=1 (or PARALLEL_RESIDUAL_START)")
 
     @property
     def non_record_reason(self) -> str | None:
@@ -508,7 +564,7 @@ STRONGEST_COMPRESS_LEVEL = {"zlib": 9, "zstd": 22, "lzma": 9, "brotli": 11, "per
 # of a knob (XSA_LAST, TTT_EPOCH, ...) and is rejected rather than silently ignored.
 _KNOB_PREFIXES = frozenset(name.split("_")[0] + "_" for name in KNOBS_BY_NAME if "_" in name) - {
     # too generic to claim: shells and other tools use these for their own variables
-    "RUN_", "MAX_", "MIN_", "NUM_", "USE_", "CODE_", "BYTE_", "HEAD_",
+    "RUN_", "MAX_", "MIN_", "NUM_", "USE_", "CODE_", "BYTE_", "HEAD_", "ENABLE_", "SKIP_",
 }
 # Env vars that launchers, runtimes and the challenge's tooling set: never knobs.
 _FOREIGN = re.compile(
@@ -549,7 +605,9 @@ def looks_like_knob(name: str) -> bool:
 
 
 def _normalize(kw: dict[str, Any]) -> None:
-    """Replace "0 means inherit" knob values by what they inherit, so equal configs compare equal."""
+    """Replace "0 means inherit" knob values by what they inherit, and golf's older spellings of a technique by
+    the records' knobs, so equal configs compare equal."""
+    _map_older_knobs(kw)
     kw["mlp_bits"] = kw["mlp_bits"] or kw["matrix_bits"]
     kw["attn_bits"] = kw["attn_bits"] or kw["matrix_bits"]
     kw["mlp_clip_sigmas"] = kw["mlp_clip_sigmas"] or kw["matrix_clip_sigmas"]
@@ -558,6 +616,22 @@ def _normalize(kw: dict[str, Any]) -> None:
         kw["embed_wd"] = kw["adam_wd"]
     kw["eval_seq_len"] = kw["eval_seq_len"] or kw["train_seq_len"]
     kw["ttt_seq_len"] = kw["ttt_seq_len"] or kw["eval_seq_len"]
+
+
+def _map_older_knobs(kw: dict[str, Any]) -> None:
+    """RECUR_LAYERS=3,4,5 is NUM_LOOPS=1 LOOP_START=3 LOOP_END=5; PARALLEL_RESIDUAL_START=N is PARALLEL_RESIDUAL=1
+    PARALLEL_START_LAYER=N (RECUR_START_FRAC is an alias of ENABLE_LOOPING_AT). The mapped knob is reset to its
+    off value, so both spellings resolve to one configuration."""
+    layers = tuple(kw["recur_layers"])
+    if layers:
+        if list(layers) != list(range(layers[0], layers[-1] + 1)):
+            raise KnobError(f"RECUR_LAYERS={','.join(map(str, layers))} must be consecutive layers, e.g. 3,4,5")
+        if kw["num_loops"]:
+            raise KnobError("RECUR_LAYERS and NUM_LOOPS both set depth recurrence: use NUM_LOOPS, LOOP_START, LOOP_END")
+        kw.update(num_loops=1, loop_start=layers[0], loop_end=layers[-1], recur_layers=())
+    if kw["parallel_residual_start"] >= 0:
+        kw.update(parallel_residual=True, parallel_start_layer=kw["parallel_residual_start"],
+                  parallel_residual_start=-1)
 
 
 def parse_overrides(pairs: Mapping[str, Any], where: str = "") -> dict[str, Any]:

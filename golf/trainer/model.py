@@ -3,7 +3,8 @@
 Baseline: tied embeddings, RMSNorm, RoPE, GQA attention with RMS-normed q/k and a learned per-head q gain,
 ReLU² MLP, U-Net skips with learned weights, a learned mix of the residual with the embedding, tanh softcap.
 Weights are fp32; activations run in `compute_dtype` (bf16 on GPUs). Control flow depends only on
-construction-time constants and on `recur_active`, so torch.compile sees one graph per recurrence state.
+construction-time constants and on `loop_passes` (the active extra recurrence passes), so torch.compile sees one
+graph per recurrence phase. The frontier records' gates live in gates.py, the recurrence plan in recurrence.py.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from torch import Tensor, nn
 
 from .attention import causal_attention
 from .doc_attention import BOS_ID, DocLayout, isolated_attention, layout, segment_span, with_mask
-from .hparams import Hyperparameters
+from .fused_ce import softcapped_ce_mean
+from .gates import AttnOutGate, InputSmearGate, SparseAttnGate, gated_skip
+from .hparams import Hyperparameters, KnobError
+from .recurrence import LoopPlan, encoder_decoder
 
 IGNORE_TARGET = -100  # a target the training loss skips (padding rows of a fixed-shape batch)
 BIGRAM_MULT, PREV_MULT, PREV2_MULT = 36313, 27191, 51497
@@ -53,13 +57,27 @@ class ModelConfig:
     ln_scale: bool
     negative_slope: float
     gated_attention: bool
-    recur_layers: tuple[int, ...]
     recur_start_step: int
-    recur_start_frac: float
     parallel_residual: bool
     parallel_start_layer: int
     ortho_init: bool
     doc_attention: bool
+    num_loops: int
+    loop_start: int
+    loop_end: int
+    enable_looping_at: float
+    loop_phase2_at: float
+    parallel_final_lane: str
+    skip_gates_enabled: bool
+    sparse_attn_gate_enabled: bool
+    sparse_attn_gate_scale: float
+    sparse_attn_gate_init_std: float
+    gate_window: int
+    attn_out_gate_enabled: bool
+    attn_out_gate_src: str
+    smear_gate_enabled: bool
+    smear_gate_width: int
+    fused_ce_enabled: bool
     qat_enabled: bool
     late_qat_threshold: float
     mlp_bits: int
@@ -185,7 +203,15 @@ class Attention(nn.Module):
         self.proj = CastedLinear(dim, dim, qat_bits, zero_init=True)
         self.q_gain = nn.Parameter(torch.full((self.heads,), cfg.qk_gain_init))
         self.xsa = layer >= cfg.num_layers - cfg.xsa_last_n
-        self.gate = AttentionGate(dim, self.heads) if cfg.gated_attention else None
+        self.gate: nn.Module | None = None  # at most one output gate (hparams checks they are exclusive)
+        if cfg.gated_attention:
+            self.gate = AttentionGate(dim, self.heads)
+        elif cfg.sparse_attn_gate_enabled:
+            self.gate = SparseAttnGate(self.heads, cfg.gate_window, cfg.sparse_attn_gate_scale,
+                                       cfg.sparse_attn_gate_init_std)
+        elif cfg.attn_out_gate_enabled:
+            self.gate = AttnOutGate(self.heads, cfg.gate_window, cfg.attn_out_gate_src)
+        self.gate_reads_q = cfg.attn_out_gate_enabled and cfg.attn_out_gate_src == "q"
         # value residual: every layer but the first mixes in the first layer's values
         self.vr_lambda = nn.Parameter(torch.full((2,), 0.5)) if cfg.value_residual and layer > 0 else None
 
@@ -207,6 +233,7 @@ class Attention(nn.Module):
                 v_first: Tensor | None, doc: DocLayout | None = None) -> tuple[Tensor, Tensor]:
         b, t, dim = x.shape
         q, k, v_raw = self.qkv(x)
+        q_raw = q.flatten(-2)  # the query projection before its norm and RoPE (an output gate may read it)
         v = v_raw if ve is None else v_raw + ve.view(b, t, self.kv_heads, self.head_dim)
         if self.vr_lambda is not None and v_first is not None:
             lam = self.vr_lambda.to(v.dtype)
@@ -217,7 +244,8 @@ class Attention(nn.Module):
         if self.xsa:
             y = exclusive_self_attention(y, v)
         if self.gate is not None:
-            y = y * self.gate(x).unsqueeze(-1)
+            source = q_raw if self.gate_reads_q else x
+            y = y * self.gate(source).unsqueeze(-1)
         return self.proj(y.reshape(b, t, dim)), v_raw
 
 
@@ -265,6 +293,20 @@ class Block(nn.Module):
             return x + self.attn_scale.to(x.dtype) * a + self.mlp_scale.to(x.dtype) * m, v_raw
         x = x + self.attn_scale.to(x.dtype) * a
         return x + self.mlp_scale.to(x.dtype) * self.mlp(self._norm(x)), v_raw
+
+    def forward_lanes(self, lane0: Tensor, lane1: Tensor, x0: Tensor, cos: Tensor, sin: Tensor, ve: Tensor | None,
+                      v_first: Tensor | None, resid: Tensor, post: Tensor,
+                      doc: DocLayout | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Two-lane parallel block: attention reads lane 0 (mixed with x0), the MLP reads lane 1; each output
+        is written into both lanes with learned weights post[src, lane], each lane decayed by resid[lane]."""
+        mix = self.resid_mix.to(lane0.dtype)
+        a, v_raw = self.attn(self._norm(mix[0] * lane0 + mix[1] * x0), cos, sin, ve, v_first, doc)
+        a = self.attn_scale.to(a.dtype) * a
+        m = self.mlp_scale.to(lane1.dtype) * self.mlp(self._norm(lane1))
+        resid, post = resid.to(lane0.dtype), post.to(lane0.dtype)
+        lane0 = resid[0] * lane0 + post[0, 0] * a + post[1, 0] * m
+        lane1 = resid[1] * lane1 + post[0, 1] * a + post[1, 1] * m
+        return lane0, lane1, v_raw
 
 
 def bigram_buckets(ids: Tensor, buckets: int) -> Tensor:
@@ -346,13 +388,10 @@ class ValueEmbedding(nn.Module):
         return self.proj(self.embed(ids).to(dtype)) * self.scale.to(dtype)
 
 
-def layer_order(num_layers: int, recur_layers: tuple[int, ...], active: bool) -> list[int]:
-    """Physical layer index per virtual position: RECUR_LAYERS run once more right after themselves."""
-    order = list(range(num_layers))
-    if active and recur_layers:
-        end = recur_layers[-1] + 1
-        order = order[:end] + list(recur_layers) + order[end:]
-    return order
+def loop_plan(cfg: ModelConfig) -> LoopPlan:
+    return LoopPlan(num_layers=cfg.num_layers, num_loops=cfg.num_loops, loop_start=cfg.loop_start,
+                    loop_end=cfg.loop_end, enable_at=cfg.enable_looping_at, phase2_at=cfg.loop_phase2_at,
+                    enable_step=cfg.recur_start_step)
 
 
 class GPT(nn.Module):
@@ -370,13 +409,20 @@ class GPT(nn.Module):
         self.tok_emb = nn.Embedding(cfg.vocab_size, dim)
         self.bigram = BigramHash(cfg) if cfg.bigram_vocab_size else None
         self.smear = SmearGate(dim) if cfg.smear_gate else None
+        self.smear_in = InputSmearGate(cfg.smear_gate_width, BOS_ID) if cfg.smear_gate_enabled else None
         self.ve = ValueEmbedding(cfg) if cfg.ve_enabled else None
         self.blocks = nn.ModuleList(Block(cfg, i, qat, attention_backend) for i in range(cfg.num_layers))
-        self.recur_layers = tuple(cfg.recur_layers)
-        # recurrence with no start condition is on from the first step
-        self.recur_active = bool(self.recur_layers) and not (cfg.recur_start_step or cfg.recur_start_frac)
-        longest = len(layer_order(cfg.num_layers, self.recur_layers, True))
-        self.skip_weights = nn.Parameter(torch.ones(longest // 2, dim))
+        self.loop = loop_plan(cfg)
+        self.loop_passes = self.loop.initial_passes  # recurrence with no start condition is on from the first step
+        n_skips = self.loop.longest // 2
+        self.skip_weights = nn.Parameter(torch.ones(n_skips, dim))
+        self.skip_gates = nn.Parameter(torch.zeros(n_skips, dim)) if cfg.skip_gates_enabled else None
+        self.two_lane = cfg.parallel_residual and cfg.parallel_final_lane != "single"
+        if self.two_lane:
+            for passes in self.loop.phases + [self.loop.num_loops]:
+                self._lane_start(passes)  # validates the layout once, at construction
+            self.parallel_post_lambdas = nn.Parameter(torch.ones(cfg.num_layers, 2, 2))
+            self.parallel_resid_lambdas = nn.Parameter(torch.full((cfg.num_layers, 2), 1.1))
         self.lm_head = None if cfg.tie_embeddings else CastedLinear(dim, cfg.vocab_size, zero_init=True)
         head_dim = dim // cfg.num_heads
         self.rotary = Rotary(head_dim, cfg.rope_dims, cfg.rope_base,
@@ -394,10 +440,31 @@ class GPT(nn.Module):
     # -- state
     @property
     def order(self) -> list[int]:
-        return layer_order(self.cfg.num_layers, self.recur_layers, self.recur_active)
+        return self.loop.order(self.loop_passes)
+
+    @property
+    def recur_active(self) -> bool:
+        return self.loop_passes > 0
 
     def set_recurrence(self, active: bool) -> None:
-        self.recur_active = bool(self.recur_layers) and active
+        """All NUM_LOOPS extra passes on (the final state, which evaluation uses), or none."""
+        self.loop_passes = self.loop.num_loops if active else 0
+
+    def set_loop_passes(self, passes: int) -> None:
+        self.loop_passes = passes
+
+    def _lane_start(self, passes: int) -> int | None:
+        """First virtual position of the two-lane decoder: the decoder's parallel layers must be its tail."""
+        order = self.loop.order(passes)
+        n_enc = len(order) // 2
+        lanes = [pos >= n_enc and self.blocks[layer].parallel for pos, layer in enumerate(order)]
+        if True not in lanes:
+            return None
+        start = lanes.index(True)
+        if not all(lanes[start:]):
+            raise KnobError(f"PARALLEL_FINAL_LANE: the decoder's layers from PARALLEL_START_LAYER="
+                            f"{self.cfg.parallel_start_layer} must come last in the layer order {order}")
+        return start
 
     def set_qat(self, on: bool) -> None:
         for module in self.modules():
@@ -413,6 +480,8 @@ class GPT(nn.Module):
         x = self.tok_emb(ids).to(dtype)
         if self.bigram is not None:
             x = x + self.bigram(ids, dtype, None if doc is None else doc.doc_start)
+        if self.smear_in is not None:
+            x = self.smear_in(x, ids)
         x = rms_norm(x)
         if self.smear is not None:
             x = self.smear(x, ids)
@@ -425,19 +494,32 @@ class GPT(nn.Module):
         ve_base = self.ve(ids, dtype) if self.ve is not None else None
         order = self.order
         n_enc = len(order) // 2
+        lane_start = self._lane_start(self.loop_passes) if self.two_lane else None
         skips: list[Tensor] = []
         v_first: Tensor | None = None
+        lane1: Tensor | None = None
         for pos, layer in enumerate(order):
+            if lane_start is not None and pos == lane_start:
+                lane1 = x  # both lanes start from the residual stream; x carries lane 0 from here
             if pos >= n_enc and skips:
-                x = x + self.skip_weights[pos - n_enc].to(dtype) * skips.pop()
+                gate = self.skip_gates[pos - n_enc] if self.skip_gates is not None else None
+                x = gated_skip(x, skips.pop(), self.skip_weights[pos - n_enc], gate)
             ve = None
             if ve_base is not None and layer in self.ve.layers:  # type: ignore[union-attr]
                 ve = ve_base * self.ve.layer_scales[self.ve.layers.index(layer)].to(dtype)  # type: ignore[union-attr]
-            x, v_raw = self.blocks[layer](x, x0, cos, sin, ve, v_first, doc)
+            if lane1 is not None:
+                x, lane1, v_raw = self.blocks[layer].forward_lanes(  # type: ignore[operator]
+                    x, lane1, x0, cos, sin, ve, v_first, self.parallel_resid_lambdas[layer],
+                    self.parallel_post_lambdas[layer], doc)
+            else:
+                x, v_raw = self.blocks[layer](x, x0, cos, sin, ve, v_first, doc)
             if v_first is None and self.cfg.value_residual:
                 v_first = v_raw
             if pos < n_enc:
                 skips.append(x)
+        if lane1 is not None:
+            lane = self.cfg.parallel_final_lane
+            x = x if lane == "attn" else lane1 if lane == "mlp" else 0.5 * (x + lane1)
         return rms_norm(x)
 
     def logits(self, h: Tensor) -> Tensor:
@@ -449,6 +531,12 @@ class GPT(nn.Module):
 
     def forward(self, ids: Tensor, targets: Tensor) -> Tensor:
         """Mean next-token cross-entropy (nats) over the targets that are not IGNORE_TARGET."""
+        if self.cfg.fused_ce_enabled:
+            h = self.hidden(ids)
+            weight = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
+            raw = F.linear(h, weight.to(h.dtype))  # the kernel softcaps it in fp32 registers
+            return softcapped_ce_mean(raw.reshape(-1, raw.size(-1)), targets.reshape(-1), self.cfg.logit_softcap,
+                                      fused=True)
         logits = self.logits(self.hidden(ids))
         return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_TARGET)
 
@@ -462,9 +550,12 @@ class GPT(nn.Module):
         return self.logits(self.hidden(ids))
 
 
+CONTROL_SUFFIXES = ("resid_mix", "skip_weights", "skip_gates", "parallel_post_lambdas", "parallel_resid_lambdas")
+
+
 def is_control_tensor(name: str, param: Tensor) -> bool:
     """Scalars, vectors and per-channel mixes: AdamW at SCALAR_LR, kept in float in the artifact."""
-    return param.ndim < 2 or name.endswith(("resid_mix", "skip_weights")) or ".gate." in name
+    return param.ndim < 2 or name.endswith(CONTROL_SUFFIXES) or ".gate." in name
 
 
 def parameter_groups(model: GPT) -> dict[str, list[tuple[str, nn.Parameter]]]:
@@ -483,9 +574,9 @@ def parameter_groups(model: GPT) -> dict[str, list[tuple[str, nn.Parameter]]]:
 
 
 def describe(model: GPT) -> dict[str, Any]:
-    cfg = model.cfg
     return {
         "model_params": sum(p.numel() for p in model.parameters()),
         "xsa_layers": [i for i, b in enumerate(model.blocks) if b.attn.xsa],  # type: ignore[union-attr]
-        "virtual_layers": len(layer_order(cfg.num_layers, model.recur_layers, True)),
+        "virtual_layers": model.loop.longest,
+        "loop_layers": encoder_decoder(model.loop.order(model.loop.num_loops)),
     }

@@ -12,20 +12,47 @@ from .hparams import Hyperparameters
 from .model import GPT, parameter_groups
 
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
+# Polar Express (Amsel et al. 2025): a minimax-optimal quintic per iteration, as the frontier records use them
+# for 5 steps (USE_POLAR_EXPRESS; tuned for exactly 5: stopping earlier leaves it mid-schedule). Steps beyond the
+# fifth repeat the last, converged, polynomial.
+POLAR_EXPRESS_COEFFS = (
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+)
 
 
-def newton_schulz(g: Tensor, steps: int, dtype: torch.dtype = torch.bfloat16, eps: float = 1e-7) -> Tensor:
+def ns_schedule(steps: int, polar_express: bool) -> tuple[tuple[float, float, float], ...]:
+    """The (a, b, c) of each Newton-Schulz iteration."""
+    if not polar_express:
+        return (NS_COEFFS,) * steps
+    head = POLAR_EXPRESS_COEFFS[:steps]
+    return head + (POLAR_EXPRESS_COEFFS[-1],) * (steps - len(head))
+
+
+def newton_schulz(g: Tensor, steps: int, dtype: torch.dtype = torch.bfloat16, eps: float = 1e-7,
+                  polar_express: bool = False) -> Tensor:
     """Approximately orthogonalize each matrix of g (..., m, n) with the quintic Newton-Schulz iteration."""
-    a, b, c = NS_COEFFS
     x = g.to(dtype)
     x = x / (x.norm(dim=(-2, -1), keepdim=True) + eps)
     transposed = g.size(-2) > g.size(-1)
     if transposed:
         x = x.mT
-    for _ in range(steps):
+    for a, b, c in ns_schedule(steps, polar_express):
         s = x @ x.mT
         x = a * x + (b * s + c * (s @ s)) @ x
     return x.mT if transposed else x
+
+
+def wd_taper(progress: float, start_frac: float, final_mult: float) -> float:
+    """Muon weight-decay multiplier: 1 until `start_frac` of training, then linear to `final_mult` at the end
+    (WD_TAPER_START_FRAC, WD_TAPER_FINAL_MULT; start 0 means no taper, as in the records)."""
+    if start_frac <= 0 or progress <= start_frac:
+        return 1.0
+    done = min((progress - start_frac) / max(1.0 - start_frac, 1e-9), 1.0)
+    return 1.0 - done * (1.0 - final_mult)
 
 
 class Muon(torch.optim.Optimizer):
@@ -38,10 +65,11 @@ class Muon(torch.optim.Optimizer):
 
     def __init__(self, params: list[nn.Parameter], lr: float, momentum: float, backend_steps: int,
                  weight_decay: float = 0.0, row_normalize: bool = False, ns_dtype: torch.dtype = torch.bfloat16,
-                 nesterov: bool = True) -> None:
+                 nesterov: bool = True, polar_express: bool = False) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, backend_steps=backend_steps,
                                       weight_decay=weight_decay, row_normalize=row_normalize, nesterov=nesterov))
         self.ns_dtype = ns_dtype
+        self.polar_express = polar_express
 
     @torch.no_grad()
     def step(self, closure: None = None) -> None:  # type: ignore[override]
@@ -80,12 +108,13 @@ class Muon(torch.optim.Optimizer):
 
     def _orthogonalize(self, stacked: Tensor, steps: int, world: int, rank: int) -> Tensor:
         if world == 1:
-            return newton_schulz(stacked, steps, self.ns_dtype)
+            return newton_schulz(stacked, steps, self.ns_dtype, polar_express=self.polar_express)
         n = stacked.size(0)
         per_rank = -(-n // world)
         padded = torch.cat([stacked, stacked.new_zeros((per_rank * world - n, *stacked.shape[1:]))]) \
             if per_rank * world != n else stacked
-        mine = newton_schulz(padded[rank * per_rank:(rank + 1) * per_rank], steps, self.ns_dtype).contiguous()
+        mine = newton_schulz(padded[rank * per_rank:(rank + 1) * per_rank], steps, self.ns_dtype,
+                             polar_express=self.polar_express).contiguous()
         gathered = torch.empty((per_rank * world, *stacked.shape[1:]), dtype=mine.dtype, device=mine.device)
         dist.all_gather_into_tensor(gathered, mine)
         return gathered[:n]
@@ -105,7 +134,7 @@ def build_optimizers(model: GPT, hp: Hyperparameters, fused: bool) -> tuple[Muon
                              fused=fused)
     muon = Muon([p for _, p in groups["matrix"]], lr=hp.matrix_lr, momentum=hp.muon_momentum,
                 backend_steps=hp.muon_backend_steps, weight_decay=hp.muon_wd, row_normalize=hp.muon_row_normalize,
-                ns_dtype=torch.bfloat16 if fused else torch.float32)
+                ns_dtype=torch.bfloat16 if fused else torch.float32, polar_express=hp.use_polar_express)
     for group in muon.param_groups:
         group["base_lr"] = hp.matrix_lr
     return muon, adam

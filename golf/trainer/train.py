@@ -23,7 +23,8 @@ from .doc_attention import make_train_loader
 from .evaluate import evaluate_plain, val_batch_seqs
 from .hparams import Hyperparameters, KnobError
 from .model import GPT, describe
-from .optim import LRSchedule, WeightAverager, build_optimizers, muon_momentum
+from .optim import LRSchedule, WeightAverager, build_optimizers, muon_momentum, wd_taper
+from .recurrence import encoder_decoder
 from .runtime import Runtime, environment_lines, setup_runtime
 from .shards import shard_files
 from .source import GOLF_VERSION, code_hash
@@ -75,7 +76,7 @@ class Trainer:
         self.schedule = LRSchedule(hp, self.cap_ms)
 
     # -- one optimizer step
-    def train_step(self, loader: TrainLoader, step: int, lr_mul: float) -> torch.Tensor:
+    def train_step(self, loader: TrainLoader, step: int, lr_mul: float, wd_mul: float = 1.0) -> torch.Tensor:
         hp = self.hp
         total = torch.zeros((), device=self.rt.device)
         for micro in range(self.accum):
@@ -87,6 +88,8 @@ class Trainer:
         momentum = muon_momentum(hp, step)
         for group in self.muon.param_groups:
             group["momentum"] = momentum
+            if hp.wd_taper_start_frac:
+                group["weight_decay"] = hp.muon_wd * wd_mul
         for opt in self.optimizers:
             for group in opt.param_groups:
                 group["lr"] = group["base_lr"] * lr_mul
@@ -115,20 +118,21 @@ class Trainer:
         model_state = copy.deepcopy(self.model.state_dict())
         opt_states = [copy.deepcopy(opt.state_dict()) for opt in self.optimizers]
         loader = make_train_loader(hp, rt.rank, rt.world_size, rt.device)
-        phases = [self.model.recur_active]
-        if self.model.recur_layers and not self.model.recur_active:
-            phases.append(True)  # recurrence switches on mid-run: prime that graph too
-        start = self.model.recur_active
-        for active in phases:
-            self.model.set_recurrence(active)
+        phases = self.model.loop.phases  # recurrence switching on mid-run: prime each phase's graph too
+        start = self.model.loop_passes
+        for passes in phases:
+            self.model.set_loop_passes(passes)
+            if len(phases) > 1 and passes:
+                enc, dec = encoder_decoder(self.model.order)
+                rt.log(f"loop_warmup:enabled encoder:{enc} decoder:{dec}")
             for i in range(hp.warmup_steps):
                 self.train_step(loader, 0, 1.0)
-                if len(phases) > 1 and active:
+                if len(phases) > 1 and passes:
                     rt.log(f"recur_warmup_step:{i + 1}/{hp.warmup_steps}")
                 elif hp.warmup_steps <= 20 or (i + 1) % 10 == 0 or i + 1 == hp.warmup_steps:
                     rt.log(f"warmup_step:{i + 1}/{hp.warmup_steps}")
         loader.close()
-        self.model.set_recurrence(start)
+        self.model.set_loop_passes(start)
         self.model.load_state_dict(model_state)
         for opt, state in zip(self.optimizers, opt_states, strict=False):
             opt.load_state_dict(state)
@@ -166,12 +170,14 @@ class Trainer:
                 break
             elapsed = train_ms + 1000.0 * (time.perf_counter() - t0)
             lr_mul = self.schedule(step, elapsed)
-            self._maybe_recur(step, elapsed)
+            progress = self.schedule.progress(step, elapsed)
+            self._maybe_recur(step, progress)
+            wd_mul = wd_taper(progress, hp.wd_taper_start_frac, hp.wd_taper_final_mult)
             if not qat_on and hp.late_qat_threshold > 0 and lr_mul < hp.late_qat_threshold:
                 model.set_qat(True)
                 qat_on = True
                 rt.log(f"late_qat:enabled step:{step} scale:{lr_mul:.4f}")
-            loss = self.train_step(loader, step, lr_mul)
+            loss = self.train_step(loader, step, lr_mul, wd_mul)
             step += 1
             swa_line = averager.update(step, lr_mul)
             if swa_line:
@@ -201,16 +207,15 @@ class Trainer:
                    f"reserved: {torch.cuda.max_memory_reserved() // 2**20} MiB")
         return loader, step
 
-    def _maybe_recur(self, step: int, elapsed_ms: float) -> None:
-        hp, model = self.hp, self.model
-        if not model.recur_layers or model.recur_active:
+    def _maybe_recur(self, step: int, progress: float) -> None:
+        """Switch extra recurrence passes on when the plan says so, logging the records' `layer_loop:` line."""
+        model = self.model
+        if not model.loop.enabled:
             return
-        due = (hp.recur_start_step and step >= hp.recur_start_step) or \
-            (hp.recur_start_frac and self.schedule.progress(step, elapsed_ms) >= hp.recur_start_frac)
-        if due:
-            model.set_recurrence(True)
-            self.rt.log(f"recurrence:activated step:{step} layers:{list(model.recur_layers)} "
-                        f"virtual_layers:{len(model.order)}")
+        passes = model.loop.passes_at(step, progress)
+        if passes > model.loop_passes:
+            model.set_loop_passes(passes)
+            self.rt.log(model.loop.switch_line(passes, step, progress))
 
     def _check_finite(self, flag: torch.Tensor, step: int) -> None:
         """One host sync every few steps (not every step): stop a run whose loss went non-finite."""
@@ -235,9 +240,11 @@ def log_header(hp: Hyperparameters, rt: Runtime, trainer: Trainer) -> None:
         rt.log(f"doc_attention:enabled kernel:{kernel} max_span:{hp.train_seq_len} loader:packed")
     if hp.xsa_last_n:
         rt.log(f"XSA:last_{hp.xsa_last_n} active_layers:{info['xsa_layers']}")
-    if hp.recur_layers:
-        rt.log(f"recurrence:layers:{list(hp.recur_layers)} virtual_layers:{info['virtual_layers']} "
-               f"active_from_start:{trainer.model.recur_active}")
+    if hp.num_loops:
+        enc, dec = info["loop_layers"]
+        rt.log(f"recurrence:loops:{hp.num_loops} layers:{hp.loop_start}-{hp.loop_end} "
+               f"virtual_layers:{info['virtual_layers']} active_from_start:{trainer.model.recur_active} "
+               f"encoder:{enc} decoder:{dec}")
     rt.log(f"world_size:{rt.world_size} grad_accum_steps:{trainer.accum}")
     rt.log(f"attention_mode:gqa num_heads:{hp.num_heads} num_kv_heads:{hp.num_kv_heads}")
     rt.log(f"train_batch_tokens:{hp.train_batch_tokens} train_seq_len:{hp.train_seq_len} iterations:{hp.iterations} "
@@ -269,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         rt.log(f"val_loader:shards pattern={hp.data_path}/fineweb_val_*.bin tokens:{val_tokens.numel() - 1}")
         loader, steps = trainer.fit(val_tokens, luts)
         rt.log(trainer.averager.apply())
+        trainer.model.set_recurrence(True)  # the stages evaluate at full depth, as the records do
         finish.final_stages(trainer.model, trainer.eval_fn, hp, rt, val_tokens, luts, loader)
         loader.close()
     except KnobError as exc:
