@@ -252,3 +252,18 @@ def test_cli_json_has_the_store_field_names(tmp_path: Path) -> None:
         assert again.exit_code == 0 and "exists" in again.stdout
     missing = runner.invoke(app, ["ingest", str(tmp_path / "nope"), "--db", str(db)])
     assert missing.exit_code == 2 and "no such file or folder" in missing.stderr
+
+
+def test_a_log_whose_only_score_is_its_last_validation_step(store: Store, tmp_path: Path) -> None:
+    # V3 lines (Binary, JEPA, Legendre, XNOR non-record logs; parameter-golf-facts §3.2): no result line at all
+    lines = ["step:1000/50000 loss:3.5850 t:51774ms step_avg:51.8ms",
+             "step:50000/50000 val_loss:2.9692 val_bpb:1.1497 train_time:7763355ms"]
+    ingest_paths(store, [write(tmp_path / "train.log", lines)])
+    run = only_run(store)
+    assert run.status == "completed" and run.final_stage == "pre_quant"
+    assert (run.final_bpb, run.final_loss) == (1.1497, 2.9692)
+    # a log cut off before the end of training has no score
+    ingest_paths(store, [write(tmp_path / "cut" / "train.log", lines[:1] +
+                               ["step:20000/50000 val_loss:3.0100 val_bpb:1.1650 train_time:3100000ms"])])
+    cut = next(r for r in store.list_runs() if "cut" in r.source_path)
+    assert cut.status == "failed" and cut.final_bpb is None

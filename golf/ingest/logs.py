@@ -118,7 +118,7 @@ def ingest_paths(store: Any, paths: Sequence[str | Path], update: bool = False) 
     submissions = _submissions({log.record for log in logs if log.record is not None}, report)
     planned: list[tuple[LogFile, ParsedRun]] = []
     for log in _dedupe(logs, report):
-        parsed = parse_text(log.text)
+        parsed = last_validation_as_score(parse_text(log.text))
         if not parsed.has_content:
             report.items.append(IngestItem(log.path, "skipped", detail="no training-log lines"))
             continue
@@ -200,6 +200,21 @@ def build_run(store: Any, log: LogFile, parsed: ParsedRun, submission: Submissio
         **{k: v for k, v in metrics.items() if k not in ("iterations",)},
     )
     return run, parsed.curve
+
+
+def last_validation_as_score(parsed: ParsedRun) -> ParsedRun:
+    """A log that ends training with a `step:N/M val_loss val_bpb` line and prints no result line (early and
+    non-record trainers) counts that validation as its score: the trained weights', so the pre-quant stage."""
+    from golf.logparse.parser import StageValue
+
+    if parsed.stages or parsed.steps is None:
+        return parsed
+    row = parsed.curve.get(parsed.steps, {})
+    finished = parsed.stop_reason is not None or parsed.steps == parsed.iterations
+    if finished and "val_bpb" in row:
+        parsed.stages["pre_quant"] = StageValue(row.get("val_loss"), row["val_bpb"], False,
+                                                f"step:{parsed.steps}/{parsed.iterations} val_bpb", None)
+    return parsed
 
 
 def _result_file_check(path: Path, parsed: ParsedRun) -> list[str]:
