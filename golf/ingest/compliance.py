@@ -60,8 +60,9 @@ def seed_flag(seeds: set[int]) -> dict[str, str] | None:
 
 def config_difference(mine: dict[str, Any], others: list[dict[str, Any]]) -> str:
     """The settings by which one configuration differs from the others (`KEY=value` vs the others' values)."""
-    keys = sorted({k for other in others for k in set(mine) ^ set(other) | {k for k in mine if other.get(k) !=
-                                                                              mine.get(k)}})
+    absent = object()
+    keys = sorted({k for other in others for k in set(mine) | set(other)
+                   if mine.get(k, absent) != other.get(k, absent)})
     parts = []
     for key in keys[:6]:
         theirs = sorted({str(o.get(key, "absent")) for o in others})
