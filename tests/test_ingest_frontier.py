@@ -136,6 +136,9 @@ def test_show_and_leaderboard_carry_the_parent_the_reported_stage_and_both_eval_
         float(last(r"quantized_ttt_phased val_loss:\S+ val_bpb:\S+ eval_time:(\d+)ms", Path(r.source_path).read_text()))
         for r in store.list_runs(source="ingested") if r.group_hash == child.group_hash)
     assert "TTT_EVAL_ONLY=1" in text and row["n"] == 3
+    assert row["label"] == f"{PR1787} (eval-only re-runs)"
+    training = next(r for r in rows if r["label"] == PR1787)
+    assert training["n"] == 3 and training["group_hash"] != child.group_hash
 
 
 def test_result_json_beside_a_log_is_checked_against_it(tmp_path: Path) -> None:

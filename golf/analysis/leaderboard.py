@@ -20,7 +20,8 @@ _GROUPS_SQL = """
 WITH r AS (
     SELECT COALESCE(group_hash, 'run:' || id) AS g, id, name, final_bpb, final_loss, total_bytes, step_avg_ms,
            train_time_ms, eval_time_ms, non_record_reason, source, record_name, spec_name, seed, record_author,
-           record_date, reported_bpb, final_stage, compliance, record_eval_time_ms, {experiment} AS experiment
+           record_date, reported_bpb, final_stage, {compliance} AS compliance,
+           {record_eval_time_ms} AS record_eval_time_ms, {parent_id} AS parent_id, {experiment} AS experiment
     FROM run WHERE status = 'completed' AND final_bpb IS NOT NULL AND ({where})
 ),
 m AS (SELECT g, AVG(final_bpb) AS mean, COUNT(*) AS n FROM r GROUP BY g)
@@ -33,7 +34,7 @@ SELECT r.g AS g, m.mean AS mean, m.n AS n,
        MAX(r.record_author) AS author, MAX(r.record_date) AS date, MAX(r.reported_bpb) AS reported_bpb,
        MAX(r.final_stage) AS final_stage, GROUP_CONCAT(r.compliance, char(10)) AS compliance,
        MAX(r.record_eval_time_ms) AS record_eval_ms, MAX(r.experiment) AS experiment,
-       COUNT(DISTINCT r.experiment) AS n_experiments
+       COUNT(DISTINCT r.experiment) AS n_experiments, MIN(r.parent_id IS NOT NULL) AS eval_only
 FROM r JOIN m ON m.g = r.g
 GROUP BY r.g
 ORDER BY m.mean, r.g
@@ -45,7 +46,9 @@ def golf_entries(reader: Store, limit: int | None = None, only: RunFilter | None
     """The best groups of completed runs in the store, best first."""
     has_experiment = "experiment" in reader.columns["run"]  # an older store, read as it is, may lack it
     where, params = (only or RunFilter()).sql(has_experiment)
-    sql = _GROUPS_SQL.format(where=where, experiment="experiment" if has_experiment else "NULL")
+    columns = reader.columns["run"]
+    sql = _GROUPS_SQL.format(where=where, **{c: c if c in columns else "NULL" for c in (
+        "experiment", "compliance", "record_eval_time_ms", "parent_id")})
     rows = reader.query(sql, (*params, -1 if limit is None else int(limit)))
     out = []
     for row in rows:
@@ -54,6 +57,8 @@ def golf_entries(reader: Store, limit: int | None = None, only: RunFilter | None
         group_hash = None if row["g"].startswith("run:") else row["g"]
         label = (row["record_name"] or (row["experiment"] if row["n_experiments"] == 1 else None)
                  or (row["spec_name"] if row["n_specs"] == 1 else None) or row["run_name"])
+        if row["eval_only"]:
+            label += " (eval-only re-runs)"  # beside the training runs of the same record
         seeds = sorted(int(s) for s in row["seeds"].split(",")) if row["seeds"] else []
         entry = _entry(
             label=label, source="ingested" if row["ingested"] else "golf", group_hash=group_hash,
