@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from golf.analysis.ablation import change_text, parse_labels, parse_vary
+from golf.analysis.ablation import change_text, parse_labels
 from golf.errors import GolfError
+from golf.launch.ablate import parse_vary
 from golf.store import Run, Store
 from golf_cli.main import app
 

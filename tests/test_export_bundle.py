@@ -1,4 +1,4 @@
-"""The one-file trainer: golf/trainer/*.py flattened into one train_gpt.py (golf.export.bundle)."""
+"""The one-file trainer: golf/trainer/*.py flattened into one train_gpt.py (golf.trainer.onefile)."""
 
 from __future__ import annotations
 
@@ -13,17 +13,18 @@ from pathlib import Path
 import brotli
 import pytest
 
-from golf.export.bundle import (
+from golf.export.readme import required_packages
+from golf.export.secrets import find_secrets, is_secret_name, redact
+from golf.trainer import source as trainer_source
+from golf.trainer.codebytes import shipped_code
+from golf.trainer.hparams import KNOBS, Hyperparameters
+from golf.trainer.onefile import (
     BundleError,
     baked_knobs,
     build_trainer_file,
     unpack_source,
     unpacked_source,
 )
-from golf.export.readme import required_packages
-from golf.export.secrets import find_secrets, is_secret_name, redact
-from golf.trainer import source as trainer_source
-from golf.trainer.hparams import KNOBS, Hyperparameters
 
 TRAINER = Path(trainer_source.__file__).resolve().parent
 SECTION = re.compile(r"^# -{40} (\w+)\.py$", re.MULTILINE)
@@ -61,8 +62,10 @@ def baked_literal(text: str) -> dict[str, str]:
 def test_current_trainer_bundles_into_one_valid_file() -> None:
     text = build_trainer_file()
     tree = ast.parse(text)
-    modules = sorted(p.stem for p in TRAINER.glob("*.py") if p.name not in ("__init__.py", "__main__.py"))
+    # every module but the package's entry files and the builder itself (onefile.py is not part of what it builds)
+    modules = sorted(p.stem for p in TRAINER.glob("*.py") if p.name not in ("__init__.py", "__main__.py", "onefile.py"))
     sections = SECTION.findall(text)
+    assert "def build_trainer_file" not in text
     assert sorted(sections) == modules
     # every module comes after the siblings it imports
     position = {name: i for i, name in enumerate(sections)}
@@ -92,7 +95,7 @@ def test_build_is_deterministic_and_source_counts_it() -> None:
     first = build_trainer_file(pack="lzma", baked=config)
     assert build_trainer_file(pack="lzma", baked=config) == first
     # the trainer logs the size of exactly this file
-    size, how = trainer_source.shipped_code("lzma", config)
+    size, how = shipped_code("lzma", config)
     assert size == len(first.encode("utf-8")) and "pack=lzma" in how
 
 

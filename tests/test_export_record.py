@@ -19,11 +19,11 @@ from typer.testing import CliRunner
 
 from golf.analysis.stats import Rule
 from golf.errors import GolfError
-from golf.export.bundle import build_trainer_file
 from golf.export.record import ExportOptions, export_record, published_sample, write_folder
 from golf.launch.plan import code_hash_of
 from golf.store import Run, Store
 from golf.trainer.hparams import Hyperparameters
+from golf.trainer.onefile import build_trainer_file
 from golf_cli.main import app
 
 runner = CliRunner()

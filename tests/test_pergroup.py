@@ -155,7 +155,7 @@ def test_a_section_stored_whole_decodes() -> None:
 @pytest.fixture(scope="module")
 def bundled() -> Iterator[types.ModuleType]:
     """The one-file train_gpt.py that export-record ships, loaded as a module (not run)."""
-    from golf.export.bundle import build_trainer_file
+    from golf.trainer.onefile import build_trainer_file
 
     module = types.ModuleType("golf_bundled_trainer")
     module.__file__ = "train_gpt.py"

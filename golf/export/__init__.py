@@ -1,7 +1,5 @@
-"""Record folders for the challenge: the one-file trainer (`bundle`) and `golf export-record` (`record`).
-
-Kept import-light: the trainer imports golf.export.bundle once per run to count its code bytes.
-"""
+"""Record folders for the challenge: `golf export-record` (`record`), shipping the one-file trainer that
+golf.trainer.onefile builds (re-exported here as build_trainer_file). Kept import-light."""
 
 from __future__ import annotations
 
@@ -12,7 +10,7 @@ __all__ = ["build_trainer_file", "export_record"]
 
 def __getattr__(name: str) -> Any:
     if name == "build_trainer_file":
-        from golf.export.bundle import build_trainer_file
+        from golf.trainer.onefile import build_trainer_file
 
         return build_trainer_file
     if name == "export_record":

@@ -1,7 +1,7 @@
 """`golf export-record`: a run or seed group → the challenge's record folder.
 
     <out>/records/track_<track>/<YYYY-MM-DD>_<Name>/   (or <out>/<date>_<Name>/ when <out> is a track_* folder)
-        train_gpt.py        the one-file trainer (golf.export.bundle) with the group's knobs baked in
+        train_gpt.py        the one-file trainer (golf.trainer.onefile) with the group's knobs baked in
         train_seed<N>.log   each seed's log as golf captured it (secrets redacted)
         submission.json     the core fields every record has, plus seeds, per-seed results, std, hardware, baseline test
         README.md           the records' layout: headline, per-seed table, ablation, changes, command, compliance
@@ -16,6 +16,7 @@ adapts before scoring on the record track, a secret in the knobs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -32,17 +33,20 @@ from golf.analysis.groups import Group, RunRecord, group_of_runs, resolve_ref
 from golf.analysis.stats import Delta, Rule, Stat, compare_stats, summarize
 from golf.errors import GolfError
 from golf.export import checks as C
-from golf.export.bundle import (
+from golf.export.secrets import find_secrets, is_secret_name, redact, secret_values
+from golf.launch.plan import TRAIN_GPT
+from golf.trainer.hparams import KnobError
+from golf.trainer.onefile import (
     CHALLENGE_DATASET,
     CHALLENGE_TOKENIZER,
     PACKS,
     BundleError,
     baked_knobs,
+    baked_of,
     build_trainer_file,
+    pack_of,
     unpack_source,
 )
-from golf.export.secrets import find_secrets, is_secret_name, redact, secret_values
-from golf.trainer.hparams import KnobError
 
 if TYPE_CHECKING:
     from golf.store.db import Store
@@ -406,6 +410,21 @@ def _dataset_of(group: Group) -> str | None:
     return paths.pop() if len(paths) == 1 else None
 
 
+def _kept_trainer(reader: Store, run: RunRecord, pack: str) -> str | None:
+    """The one-file trainer the run ran (runs/<id>/train_gpt.py, as golf kept it at launch: its sha256 checked),
+    when it is there and packed as asked; None for a run from before golf kept it, or for another --pack."""
+    sha = run.get("train_gpt_sha256")
+    if not sha:
+        return None
+    places = [Path(str(run["run_dir"])) / TRAIN_GPT] if run.get("run_dir") else []
+    places.append(reader.path.resolve().parent / "runs" / str(run.get("id")) / TRAIN_GPT)  # copied off the GPU box
+    for path in places:
+        if path.is_file() and hashlib.sha256(data := path.read_bytes()).hexdigest() == sha:
+            text = data.decode("utf-8")
+            return text if pack_of(text) == pack else None
+    return None
+
+
 def _read_log(path: str) -> str:
     # surrogateescape: a log with stray non-UTF-8 bytes is copied byte for byte
     return Path(path).read_bytes().decode("utf-8", errors="surrogateescape")
@@ -421,17 +440,22 @@ def plan_record(reader: Store, ref: str, opts: ExportOptions) -> Record:
     runs, duplicates = _shipped_runs(found, ref)
     name = opts.name or found.spec_name or found.label
     folder, track = record_folder(opts.out, opts.track, day, name)
-    _check_exportable(runs, track, code_hash(), reader.log_file)
+    config = {k: str(v) for k, v in (runs[0].get("config") or {}).items()}
+    pack = opts.pack or config.get("CODE_PACK") or "none"
+    kept = _kept_trainer(reader, runs[0], pack)
+    # the file the first run ran ships as it is: every run must come from its code (else: from today's trainer)
+    _check_exportable(runs, track, str(runs[0].get("code_hash")) if kept else code_hash(), reader.log_file)
     group = group_of_runs(reader, [r["id"] for r in runs], found.label, found.group_hash, ref)
     provenance = {r["id"]: {k: r[k] for k in PROVENANCE_COLUMNS}
                   for r in reader.records_by_id([r["id"] for r in runs])}
-    config = {k: str(v) for k, v in (runs[0].get("config") or {}).items()}
     _check_config_secrets(config, runs[0]["name"])
-    pack = opts.pack or config.get("CODE_PACK") or "none"
     baked = {**config, "CODE_PACK": pack}  # the trainer logs its code bytes with the same call
     try:
-        trainer_text = build_trainer_file(pack=pack, baked=baked)
-        shipped_knobs = baked_knobs(baked)
+        if kept is not None:
+            trainer_text, shipped_knobs = kept, baked_of(kept)
+        else:  # a run from before golf kept its train_gpt.py, or another --pack: built from today's trainer
+            trainer_text = build_trainer_file(pack=pack, baked=baked)
+            shipped_knobs = baked_knobs(baked)
     except (BundleError, KnobError) as exc:
         raise GolfError(f"cannot build train_gpt.py from run {runs[0]['name']}'s knobs: {exc}") from None
     code_bytes = len(trainer_text.encode("utf-8"))

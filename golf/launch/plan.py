@@ -24,6 +24,7 @@ from golf.errors import GolfError
 from golf.spec import Spec, display_path
 from golf.trainer.hparams import KNOBS_BY_NAME, Hyperparameters, KnobError, looks_like_knob, unknown_knob_message
 
+TRAIN_GPT = "train_gpt.py"  # the one-file trainer a run ran, kept in its folder (RunPlan.one_file)
 PATH_KNOBS = ("DATA_PATH", "TOKENIZER_PATH")
 IDENTITY_EXCLUDED = ("SEED", "RUN_ID", *PATH_KNOBS)
 # NVLink multicast (NVLS) is forbidden on the shared multi-GPU hosts; NCCL would fail to initialise with it.
@@ -64,6 +65,19 @@ class RunPlan:
     @property
     def bundled(self) -> bool:
         return self.trainer == "bundled"
+
+    def one_file(self) -> bytes:
+        """The one-file train_gpt.py of this run, which golf keeps as runs/<id>/train_gpt.py: the bundled trainer
+        with the run's knobs baked in (what export-record ships), or the community trainer's own bytes. Built at
+        launch, not at planning: a dry run or a reused ablation cell never pays for it."""
+        if not self.bundled:
+            return Path(self.trainer).read_bytes()
+        from golf.trainer.onefile import BundleError, build_trainer_file
+
+        try:
+            return build_trainer_file(pack=self.knobs.get("CODE_PACK", "none"), baked=self.knobs).encode("utf-8")
+        except (BundleError, KnobError) as exc:
+            raise GolfError(f"{self.spec.where}: cannot build the run's train_gpt.py: {exc}") from None
 
 
 def changed_knobs(config: Mapping[str, Any]) -> dict[str, tuple[str, str]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import queue
 import re
@@ -25,12 +26,13 @@ from typing import IO, Any
 
 from golf.errors import GolfError
 from golf.launch.live import RunDisplay, expected_stages
-from golf.launch.plan import RunPlan
+from golf.launch.plan import TRAIN_GPT, RunPlan
 from golf.launch.provenance import collect
 from golf.launch.recorder import Recorder, one_line, store_unavailable
 from golf.launch.supervise import Supervisor, parent_death_signal
 from golf.logparse import LogParser
 from golf.store import Run, Store
+from golf.trainer.codebytes import KEPT_TRAINER_ENV
 
 FLUSH_EVERY_S = 1.5
 PIPE_GRACE_S = 5.0  # after torchrun exits, how long to wait for stray writers still holding the pipe
@@ -58,6 +60,7 @@ def execute(plan: RunPlan, store: Store, live: bool = True, command: str | None 
     stall_timeout = plan.spec.stall_timeout if stall_timeout is None else stall_timeout
     stop_on_divergence = plan.spec.stop_on_divergence if stop_on_divergence is None else stop_on_divergence
     run_dir = plan.run_dir.absolute()
+    train_gpt = plan.one_file()  # before anything is written: a trainer that cannot be bundled starts nothing
     try:
         run_dir.mkdir(parents=True, exist_ok=False)
     except OSError as exc:
@@ -65,12 +68,13 @@ def execute(plan: RunPlan, store: Store, live: bool = True, command: str | None 
     log_path = run_dir / "train.log"
     try:
         _write_atomic(run_dir / "spec.yaml", _run_spec_yaml(plan))
+        _write_atomic(run_dir / TRAIN_GPT, train_gpt)  # the exact file this run ran: export-record ships it
         log = open(log_path, "ab", buffering=0)  # noqa: SIM115 - closed by the `with log` below
     except OSError as exc:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise GolfError(f"{run_dir}: cannot write the run folder ({exc.strerror}); nothing was started") from None
     try:
-        row = _create_row(plan, store, run_dir, log_path, command)
+        row = _create_row(plan, store, run_dir, log_path, command, hashlib.sha256(train_gpt).hexdigest())
     except BaseException:
         log.close()
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -79,7 +83,7 @@ def execute(plan: RunPlan, store: Store, live: bool = True, command: str | None 
                          wallclock_cap_s=_float(plan.knobs.get("MAX_WALLCLOCK_SECONDS")), verbose=verbose,
                          stages=expected_stages(plan.knobs) if plan.bundled else None)
     recorder = Recorder(store, row, plan.non_record_reason, display.note)
-    env = {**os.environ, **plan.env}
+    env = {**os.environ, **plan.env, KEPT_TRAINER_ENV: str(run_dir / TRAIN_GPT)}
     supervisor = Supervisor()
     supervisor.install()  # before the launch: a Ctrl-C from here on reaches the trainer, however early
     proc: subprocess.Popen[bytes] | None = None
@@ -240,7 +244,8 @@ def _artifact(run_dir: Path, named: str | None) -> str | None:
     return str(max(files, key=lambda p: (p.stat().st_mtime_ns, p.name)))
 
 
-def _create_row(plan: RunPlan, store: Store, run_dir: Path, log_path: Path, command: str | None) -> Run:
+def _create_row(plan: RunPlan, store: Store, run_dir: Path, log_path: Path, command: str | None,
+                train_gpt_sha256: str | None = None) -> Run:
     from sqlalchemy.exc import IntegrityError
 
     provenance = collect()
@@ -250,6 +255,7 @@ def _create_row(plan: RunPlan, store: Store, run_dir: Path, log_path: Path, comm
         id=plan.run_id, name=plan.name, spec_name=spec.name, experiment=spec.experiment,
         spec_path=str(spec.path.resolve()) if spec.path is not None else None,
         spec=_run_spec(plan), config=dict(plan.knobs), config_hash=plan.config_hash, code_hash=plan.code_hash,
+        train_gpt_sha256=train_gpt_sha256,
         group_hash=plan.group_hash, seed=plan.seed, tags=list(spec.tags), status="running",
         command=command or plan.command_line, trainer=plan.trainer, nproc=plan.nproc, pid=os.getpid(),
         run_dir=str(run_dir), log_path=str(log_path), source="golf",
@@ -290,9 +296,9 @@ def _run_spec_yaml(plan: RunPlan) -> str:
     return yaml.safe_dump(_run_spec(plan), sort_keys=False, allow_unicode=True)
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def _write_atomic(path: Path, content: str | bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
+    tmp.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
     os.replace(tmp, path)
 
 

@@ -41,6 +41,8 @@ class Run(SQLModel, table=True):
                                              description="resolved knobs, env-var name -> text")
     config_hash: Optional[str] = Field(default=None, index=True, description="all knobs but SEED, plus data id")
     code_hash: Optional[str] = Field(default=None, description="sha256 of the trainer source")
+    train_gpt_sha256: Optional[str] = Field(default=None, description="sha256 of runs/<id>/train_gpt.py, the "
+                                            "one-file trainer the run ran (what export-record ships)")
     group_hash: Optional[str] = Field(default=None, index=True, description="config_hash + code_hash")
     seed: Optional[int] = Field(default=None, index=True)
     tags: list[str] = Field(default_factory=list, sa_column=Column(JSON))

@@ -26,6 +26,7 @@ from .artifact import (
     quant_label,
     write_atomic,
 )
+from .codebytes import shipped_code
 from .evaluate import EvalResult, TokenLossFn, evaluate_plain, val_batch_seqs
 from .hparams import Hyperparameters
 from .lora_ttt import LoRASettings, lora_ttt
@@ -33,7 +34,6 @@ from .model import GPT
 from .phased_ttt import GlobalSettings, phased_ttt
 from .runtime import Runtime
 from .sliding import WindowScorer, device_tokens
-from .source import shipped_code
 from .ttt import TTTSettings, pre_quant_settings, prime_train_step, score_first_ttt, step_rows, train_on_stream
 
 # Scorers built by prime_eval_graphs during the compile warm-up, reused by final_stages (same compiled graph).

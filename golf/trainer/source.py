@@ -61,25 +61,3 @@ def code_hash() -> str:
     for path in trainer_files():
         digest.update(path.name.encode() + b"\0" + code_text(path.read_text(encoding="utf-8")).encode() + b"\0")
     return digest.hexdigest()
-
-
-def shipped_code(pack: str, baked: dict[str, str]) -> tuple[int, str]:
-    """(code bytes, how they were measured) for the file a record would ship.
-
-    Inside the exported train_gpt.py: that file's own size. In the package: the size of the one-file
-    trainer that `golf export-record` would generate with this pack mode and these knob values baked in.
-    """
-    import __main__
-
-    if BUNDLED:
-        path = Path(getattr(__main__, "__file__", __file__))
-        return path.stat().st_size, f"shipped file {path.name}"
-    try:
-        from golf.export.bundle import build_trainer_file
-    except ImportError:  # exporter not available: count the package's sources
-        return sum(p.stat().st_size for p in trainer_files()), "trainer package sources (unbundled)"
-    try:
-        text = build_trainer_file(pack=pack, baked=baked)
-    except Exception as exc:  # a bundling bug must not crash a finished run: log it, count sources
-        return sum(p.stat().st_size for p in trainer_files()), f"trainer package sources (bundling failed: {exc})"
-    return len(text.encode("utf-8")), f"one-file train_gpt.py (pack={pack})"

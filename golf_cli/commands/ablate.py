@@ -39,15 +39,9 @@ def ablate(
     import shlex
     import sys
 
-    from golf.analysis.ablation import (
-        ablation_groups,
-        noop_warnings,
-        parse_labels,
-        parse_vary,
-        plan_ablation,
-        run_ablation,
-    )
+    from golf.analysis.ablation import parse_labels
     from golf.errors import GolfError
+    from golf.launch.ablate import ablation_groups, noop_warnings, parse_vary, plan_ablation, run_ablation
     from golf.output import FORMATS
     from golf.spec import load_spec
     from golf.store import Store

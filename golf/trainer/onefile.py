@@ -11,8 +11,10 @@ Packed (`pack="lzma"|"brotli"`), the file is a self-extracting wrapper around th
 later records ship it: `import lzma as L,base64 as B` + `exec(L.decompress(B.b85decode("...")))`. exec at module
 level runs in the wrapper's globals, so `__name__` and `__file__` stay the shipped file's (its size is the code).
 
-The output depends only on the trainer sources, `pack` and the baked knobs, and is deterministic: the trainer calls
-`build_trainer_file` once per run (golf/trainer/source.py) to log the code bytes a record of that run would ship.
+The output depends only on the trainer sources, `pack` and the baked knobs, and is deterministic: golf builds it
+when it plans a run (kept as runs/<id>/train_gpt.py, which export-record ships), and the trainer builds it once per
+run (codebytes.py) to log the code bytes a record of that run would ship. This module lives in the trainer package
+so that both can use it without an import cycle, but is not part of the file it writes.
 """
 
 from __future__ import annotations
@@ -29,14 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
 
-from golf.errors import GolfError
-from golf.trainer import source as trainer_source
-from golf.trainer.hparams import KNOBS, KNOBS_BY_NAME, Hyperparameters, KnobError
+from . import source as trainer_source
+from .hparams import KNOBS, KNOBS_BY_NAME, Hyperparameters, KnobError
 
 PACKS = ("none", "lzma", "brotli")
 PACKAGE = "golf.trainer"
 ENTRY_FILE = "__main__.py"  # the package's entry point: becomes the file's main guard
-SKIPPED_FILES = ("__init__.py", ENTRY_FILE)
+SKIPPED_FILES = ("__init__.py", ENTRY_FILE, Path(__file__).name)  # the builder is not part of what it builds
 NOT_BAKED = ("RUN_ID",)  # a fresh uuid per run: never part of a record's configuration
 CHALLENGE_DATASET = "./data/datasets/fineweb10B_sp{vocab}"
 CHALLENGE_TOKENIZER = "./data/tokenizers/fineweb_{vocab}_bpe.model"
@@ -47,8 +48,9 @@ _BROTLI_HEAD = "import brotli as R,base64 as B\nexec(R.decompress(B.b85decode(\"
 _PACKED = re.compile(r'import (lzma|brotli) as \w,base64 as B\nexec\(\w\.decompress\(B\.b85decode\("([^"]*)"\)\)\)\n')
 
 
-class BundleError(GolfError):
-    """The trainer package cannot be flattened into one file (a clash, a cycle, an unsupported import)."""
+class BundleError(ValueError):
+    """The trainer package cannot be flattened into one file (a clash, a cycle, an unsupported import); one line.
+    golf's callers report it as a GolfError."""
 
 
 # -- the package's modules ----------------------------------------------------------------------------------------
@@ -437,3 +439,18 @@ def unpack_source(shipped: str) -> str:
     import brotli
 
     return brotli.decompress(blob).decode("utf-8")
+
+
+def pack_of(shipped: str) -> str:
+    """How a one-file trainer is packed: lzma, brotli or none."""
+    match = _PACKED.fullmatch(shipped)
+    return match.group(1) if match else "none"
+
+
+def baked_of(shipped: str) -> dict[str, str]:
+    """The BAKED_DEFAULTS of a one-file trainer (packed or not): the knobs it runs with."""
+    for node in ast.parse(unpack_source(shipped)).body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) \
+                and node.target.id == "BAKED_DEFAULTS" and node.value is not None:
+            return {str(k): str(v) for k, v in ast.literal_eval(node.value).items()}
+    raise BundleError("the file has no BAKED_DEFAULTS: not a one-file trainer of golf")
