@@ -25,6 +25,7 @@ COMMANDS = [
     ("ls", "golf_cli.commands.ls", "ls", "Runs"),
     ("show", "golf_cli.commands.show", "show", "Runs"),
     ("rm", "golf_cli.commands.rm", "rm", "Runs"),
+    ("repair", "golf_cli.commands.repair", "repair", "Runs"),
     ("data", "golf_cli.commands.data", None, "Runs"),
     ("bench", "golf_cli.commands.bench", "bench", "Runs"),
     ("knobs", "golf_cli.commands.knobs", "knobs", "Runs"),

@@ -45,7 +45,7 @@ class LogFile:
 @dataclass
 class IngestItem:
     path: Path
-    action: str  # added | updated | exists | duplicate | skipped
+    action: str  # added | updated | repaired | exists | duplicate | skipped
     run_id: str | None = None
     detail: str = ""
 
@@ -61,11 +61,12 @@ class IngestReport:
     @property
     def run_ids(self) -> list[str]:
         """Runs the ingested files stand for (added, updated or already there), in file order."""
-        return [i.run_id for i in self.items if i.run_id and i.action in ("added", "updated", "exists")]
+        return [i.run_id for i in self.items if i.run_id and i.action in ("added", "updated", "repaired", "exists")]
 
     def summary(self) -> str:
         parts = [f"{self.count('added')} added"]
-        for action, words in (("updated", "updated"), ("exists", "already in the store"),
+        for action, words in (("updated", "updated"), ("repaired", "golf runs repaired from their logs"),
+                              ("exists", "already in the store"),
                               ("duplicate", "identical copies skipped"), ("skipped", "files without a run")):
             if self.count(action):
                 parts.append(f"{self.count(action)} {words}")
@@ -118,6 +119,13 @@ def ingest_paths(store: Any, paths: Sequence[str | Path], update: bool = False) 
     submissions = _submissions({log.record for log in logs if log.record is not None}, report)
     planned: list[tuple[LogFile, ParsedRun]] = []
     for log in _dedupe(logs, report):
+        recorded = _recorded_by_golf(store, log.path)
+        if recorded is not None:  # a golf run's own train.log: repair that row rather than add a second run
+            from golf.launch.repair import repair_run
+
+            repaired = repair_run(store, recorded)
+            report.items.append(IngestItem(log.path, "repaired", repaired.run_id, "a golf run's log: row repaired"))
+            continue
         parsed = last_validation_as_score(parse_text(log.text))
         if not parsed.has_content:
             report.items.append(IngestItem(log.path, "skipped", detail="no training-log lines"))
@@ -147,6 +155,12 @@ def ingest_paths(store: Any, paths: Sequence[str | Path], update: bool = False) 
             report.warnings.append(f"{log.path}: {parsed.malformed} malformed lines skipped")
     _seed_flags(store, {run.group_hash for run in runs})
     return report
+
+
+def _recorded_by_golf(store: Any, path: Path) -> str | None:
+    """The id of the golf run whose train.log `path` is, if any."""
+    rows = store.query("SELECT id FROM run WHERE source = 'golf' AND log_path = ?", (str(path.resolve()),))
+    return rows[0]["id"] if rows else None
 
 
 def build_run(store: Any, log: LogFile, parsed: ParsedRun, submission: Submission | None,

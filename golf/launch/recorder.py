@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from golf.logparse import LogParser
+from golf.logparse import LogParser, ParsedRun
 from golf.store import Run, Store
 from golf.store.models import now
 
@@ -47,6 +47,21 @@ def one_line(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None)  # sqlalchemy wraps the driver's error; its text is the useful part
     text = str(orig if orig is not None else exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def fields_of(parsed: ParsedRun, non_record_reason: str | None = None, parse_errors: int = 0) -> dict[str, Any]:
+    """The row's fields a log gives (the same while it streams and when `golf repair` reads it again)."""
+    out = dict(parsed.metrics())
+    for name in EXTRA_METRICS:
+        out[name] = getattr(parsed, name)
+    out["bytes_breakdown"] = parsed.bytes_breakdown
+    out["non_record_reason"] = parsed.non_record_reason or non_record_reason
+    out["malformed_lines"] = parsed.malformed + parse_errors
+    return out
+
+
+def step_rows(parsed: ParsedRun) -> dict[int, dict[str, float]]:
+    return {step: dict(row) for step, row in parsed.curve.items() if any(c in row for c in STEP_COLUMNS)}
 
 
 class StoreWriter:
@@ -185,20 +200,13 @@ class Recorder:
                 self.note(f"golf: could not parse a log line ({type(exc).__name__}: {exc}); it stays in train.log")
 
     def fields(self) -> dict[str, Any]:
-        parsed = self.parser.run
-        out = dict(parsed.metrics())
-        for name in EXTRA_METRICS:
-            out[name] = getattr(parsed, name)
-        out["bytes_breakdown"] = parsed.bytes_breakdown
-        out["non_record_reason"] = parsed.non_record_reason or self.non_record_reason
-        out["malformed_lines"] = parsed.malformed + self.parse_errors
-        return out
+        return fields_of(self.parser.run, self.non_record_reason, self.parse_errors)
 
     def flush(self) -> None:
         try:
             fields = {k: v for k, v in self.fields().items() if self._submitted_fields.get(k, _UNSET) != v}
-            changed = {step: dict(row) for step, row in self.parser.run.curve.items()
-                       if self._submitted_steps.get(step) != row and any(c in row for c in STEP_COLUMNS)}
+            changed = {step: row for step, row in step_rows(self.parser.run).items()
+                       if self._submitted_steps.get(step) != row}
         except Exception as exc:
             self.parse_errors += 1
             if self.parse_errors == 1:

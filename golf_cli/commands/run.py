@@ -54,6 +54,7 @@ def run(
 
     from golf.launch import execute, plan_runs, signal_exit_code
     from golf.launch.live import print_seeds_summary, print_summary, seed_header
+    from golf.launch.repair import repair_dead
     from golf.spec import apply_overrides, check_stall_timeout, load_spec, parse_sets
     from golf.store import Store, resolve_db_path
 
@@ -72,6 +73,9 @@ def run(
     # every check (knobs, shards, tokenizer) before anything is written: a bad input leaves no runs.db, no folder
     plans = plan_runs(loaded, None, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint)
     store = Store(db)
+    for repaired in repair_dead(store):  # runs whose golf died: their logs say how far they got
+        typer.echo(f"golf: note: run {repaired.name}'s golf process died; repaired from its log "
+                   f"({repaired.status}, {repaired.steps} steps)", err=True)
     store.reconcile_stale()
     for plan in plans:
         plan.name = store.unique_name(plan.name)
