@@ -28,7 +28,7 @@ runner = CliRunner()
 @pytest.fixture(autouse=True)
 def _direct(monkeypatch: pytest.MonkeyPatch) -> None:
     without_torchrun(monkeypatch)
-CONCURRENT = 4
+CONCURRENT = int(os.environ.get("GOLF_FAULT_CONCURRENT", "4"))  # bench/fault_cases.py runs 8
 
 
 def steady_trainer(steps: int, every_s: float, signal_at: int | None = None) -> str:
