@@ -44,3 +44,13 @@ def test_start_conditions() -> None:
     assert by_step.passes_at(49, 0.9) == 0 and by_step.passes_at(50, 0.0) == 1
     off = LoopPlan(num_layers=6, num_loops=0, loop_start=2, loop_end=3, enable_at=0.5)
     assert off.phases == [0] and off.passes_at(10**6, 1.0) == 0
+
+
+def test_the_switch_lines_parse_back_as_the_records_event() -> None:
+    from golf.logparse.events import match_event
+
+    plan = LoopPlan(num_layers=11, num_loops=2, loop_start=3, loop_end=5, enable_at=0.35, phase2_at=0.6)
+    for passes, step, frac in ((1, 70, 0.35), (2, 120, 0.6)):
+        matched = match_event(plan.switch_line(passes, step, frac))
+        assert matched is not None and matched[0].name == "layer_loop"
+        assert matched[1] == {"layer_loop_step": step, "layer_loop_frac": frac}
