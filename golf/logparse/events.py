@@ -199,6 +199,15 @@ EVENTS: tuple[Event, ...] = (
     _event("eval_seq_len", r"^eval_seq_len:(\d+) \((.*?), (\d+) tokens\)",
            lambda m: {"eval_seq_len": int(m.group(1)), "eval_note": m.group(2), "eval_tokens": int(m.group(3))},
            "eval_seq_len:2048 (NTK-scaled RoPE, 62021633 tokens)"),
+    _event("passthrough_tensor", r"^passthrough_tensor:(\S+) shape:\S+ dtype:\S+ bytes:(\d+)",
+           lambda m: {"passthrough_tensors_logged": 1}, "passthrough_tensor:smear.gate shape:[512] dtype:torch.float16 "
+                                                        "bytes:1024"),
+    _event("ema_export", r"^ema_export:using_ema_weights:(\d)", lambda m: {"ema_export": m.group(1) == "1"},
+           "ema_export:using_ema_weights:0"),
+    _event("mtp_excluded", r"^export_excluding_mtp_params:(\d+)", lambda m: {"mtp_params_excluded": int(m.group(1))},
+           "export_excluding_mtp_params:524288"),
+    _event("phase_breakdown", r"^phase_breakdown: train:(\d+)ms", lambda m: {"phase_train_s": int(m.group(1)) / 1000},
+           "phase_breakdown: train:600040ms postprocess:see_above serialize:see_above eval:see_above ttt:see_above"),
     _event("phase_total", r"^phase:TOTAL wall_ms:(\d+)", lambda m: {"total_wall_s": int(m.group(1)) / 1000.0},
            "phase:TOTAL wall_ms:1027905 (17.1 min)"),
 )
