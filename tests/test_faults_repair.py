@@ -102,6 +102,7 @@ def test_a_store_unavailable_to_the_end_is_repaired_from_the_run_folder(workdir:
     holder = threading.Thread(target=hold_the_lock, daemon=True)
     holder.start()
     result = runner.invoke(app, ["run", str(spec), "--db", str(db)])
+    time.sleep(0.5)  # longer than the busy timeout: a write still waiting on the lock gives up
     release.set()
     holder.join(10)
     assert result.exit_code == 0, result.output[-3000:]  # the run completed; only its recording lagged

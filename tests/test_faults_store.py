@@ -142,3 +142,14 @@ def test_golf_runs_at_once_lose_no_step(workdir: Path, tiny_data: Path, db: Path
         steps = Store(db).steps(run.id)
         assert [s.step for s in steps] == list(range(1, 151))
         assert all(math.isclose(s.train_loss, round(7 - s.step / 1000, 4)) for s in steps)
+
+
+def test_values_put_back_after_a_failed_write_never_override_newer_ones(db: Path) -> None:
+    store = Store(db)
+    store.create_run(Run(id="r", name="r"))
+    writer = StoreWriter(store, "r", lambda _note: None)
+    assert writer.close(5)  # the thread is gone: what follows only exercises the merge
+    writer.submit({"steps": 2}, {1: {"val_loss": 6.5}, 2: {"train_loss": 5.0}})  # arrived while a write failed
+    writer._put_back({"steps": 1, "final_bpb": 1.5}, {1: {"train_loss": 6.0, "val_loss": 9.9}})  # the failed write
+    assert writer._fields == {"steps": 2, "final_bpb": 1.5}
+    assert writer._steps == {1: {"train_loss": 6.0, "val_loss": 6.5}, 2: {"train_loss": 5.0}}

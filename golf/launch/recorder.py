@@ -77,6 +77,7 @@ class StoreWriter:
         self._steps: dict[int, dict[str, float]] = {}
         self._beat = False
         self._closing = False
+        self._abandoned = False
         self._busy = False
         self._thread = threading.Thread(target=self._loop, name=f"golf-store-{run_id}", daemon=True)
         self._thread.start()
@@ -101,8 +102,12 @@ class StoreWriter:
         try:
             self._thread.join(timeout_s)
         except KeyboardInterrupt:  # the user stops waiting for the store; the run folder has the record
+            self._abandoned = True
             return False
-        return not self._thread.is_alive() and not self.pending
+        if self._thread.is_alive():
+            self._abandoned = True  # golf has said the store missed the end: `golf repair` writes it, not a late retry
+            return False
+        return not self.pending
 
     def _take(self) -> tuple[dict[str, Any], dict[int, dict[str, float]], bool]:
         with self._lock:
@@ -123,6 +128,8 @@ class StoreWriter:
         while True:
             self._wake.wait(None if not self._closing else 0.05)
             self._wake.clear()
+            if self._abandoned:
+                return
             fields, steps, beat = self._take()
             if not (fields or steps or beat):
                 if self._closing:
