@@ -41,3 +41,26 @@ def test_py_typed_ships_and_the_version_has_one_source() -> None:
     assert getattr(__import__(module, fromlist=[name]), name) == golf.__version__
     written = [p for p in (REPO / "golf").rglob("*.py") if re.search(r'^\w*VERSION\w* = "\d', p.read_text(), re.M)]
     assert [p.relative_to(REPO).as_posix() for p in written] == ["golf/trainer/source.py"]
+
+
+def _golf_imports(path: Path) -> set[str]:
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {name for name in found if name.split(".")[0] == "golf"}
+
+
+@pytest.mark.parametrize("room, forbidden", [
+    ("golf/trainer", ("golf.export", "golf.launch", "golf.analysis", "golf.store", "golf.spec", "golf.errors")),
+    ("golf/analysis", ("golf.launch",)),  # rows in, rows out: starting runs is golf.launch.ablate's
+])
+def test_rooms_import_no_room_above_them(room: str, forbidden: tuple[str, ...]) -> None:
+    """Even inside functions: the trainer reaches only its own package; analysis never starts runs."""
+    bad = [f"{path.relative_to(REPO)}: {name}" for path in sorted((REPO / room).glob("*.py"))
+           for name in sorted(_golf_imports(path)) if name.startswith(forbidden)]
+    assert bad == []
