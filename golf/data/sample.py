@@ -254,8 +254,21 @@ def collect_documents(max_files: int | None = None, min_chars: int = MIN_TEXT_CH
 
 # -- tokenizer and shards -----------------------------------------------------------------------------------------
 
-def train_tokenizer(docs: list[str]) -> bytes:
-    """A SentencePiece BPE model (serialized) trained on the documents' lines with the challenge's settings."""
+# The challenge's SentencePiece settings (golf.data.caseops trains its tokenizer with these too)
+SPM_SETTINGS: dict[str, object] = {
+    "model_type": "bpe", "byte_fallback": True, "split_digits": True,
+    "normalization_rule_name": "nmt_nfkc", "add_dummy_prefix": False,
+    "pad_id": 0, "bos_id": BOS_ID, "eos_id": 2, "unk_id": 3,
+    "character_coverage": 0.999, "hard_vocab_limit": False,
+    # determinism: one thread, every sentence, in order
+    "num_threads": 1, "input_sentence_size": 0, "shuffle_input_sentence": False,
+    "max_sentence_length": 1 << 16, "minloglevel": 2,
+}
+
+
+def train_tokenizer(docs: list[str], vocab_size: int = VOCAB_SIZE, **overrides: object) -> bytes:
+    """A SentencePiece BPE model (serialized) trained on the documents' lines with the challenge's settings
+    (`overrides` replace some of them)."""
     import sentencepiece as spm
 
     def lines() -> Iterator[str]:
@@ -265,16 +278,8 @@ def train_tokenizer(docs: list[str]) -> bytes:
                     yield line
 
     writer = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=lines(), model_writer=writer,
-        vocab_size=VOCAB_SIZE, model_type="bpe", byte_fallback=True, split_digits=True,
-        normalization_rule_name="nmt_nfkc", add_dummy_prefix=False,
-        pad_id=0, bos_id=BOS_ID, eos_id=2, unk_id=3,
-        character_coverage=0.999, hard_vocab_limit=False,
-        # determinism: one thread, every sentence, in order
-        num_threads=1, input_sentence_size=0, shuffle_input_sentence=False,
-        max_sentence_length=1 << 16, minloglevel=2,
-    )
+    spm.SentencePieceTrainer.train(sentence_iterator=lines(), model_writer=writer, vocab_size=vocab_size,
+                                   **{**SPM_SETTINGS, **overrides})
     return writer.getvalue()
 
 

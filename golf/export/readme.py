@@ -247,6 +247,10 @@ def render_readme(record: Record) -> str:
              f"Score: the final stage ({final_stage or 'varies by seed'}), val_bpb {_stat_text(bpb, 8)}, "
              f"val_loss {_stat_text(loss, 8)} nats. Artifact = compressed model + the shipped train_gpt.py "
              f"({record.code_bytes:,} bytes), per seed.", ""]
+    if record.byte_sidecar:
+        lines += ["CaseOps: the model reads case-transformed text with its own tokenizer (`golf data caseops`); "
+                  "val_bpb divides by the original text's UTF-8 bytes, read per token from the byte sidecar "
+                  "`fineweb_val_bytes_*.bin` beside the validation shards.", ""]
     lines += figures_section(record)
     lines += baseline_section(record)
     if record.ablation_md:

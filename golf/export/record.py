@@ -129,6 +129,11 @@ class Record:
     plots: dict[str, str] = field(default_factory=dict)  # file name -> SVG text (--plots)
 
     @property
+    def byte_sidecar(self) -> bool:
+        """CaseOps data: every seed's val_bpb divided by the original text's bytes from the byte sidecar."""
+        return all((s.run.get("log_events") or {}).get("byte_sidecar") == "enabled" for s in self.seeds)
+
+    @property
     def code_bytes(self) -> int:
         return len(self.trainer_text.encode("utf-8"))
 
@@ -563,6 +568,8 @@ def submission(record: Record) -> dict[str, Any]:
             "min_delta_nats": record.rule.min_delta_nats,
             "alpha": record.rule.alpha,
         })
+    if record.byte_sidecar:
+        data["caseops"] = True  # val_bpb on the original text's bytes (the byte sidecar), as the records state it
     data["compliance"] = {c.key: c.status == "pass" for c in record.checks}
     data["golf"] = {
         "group_hash": record.group.group_hash,

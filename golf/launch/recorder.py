@@ -55,6 +55,7 @@ def fields_of(parsed: ParsedRun, non_record_reason: str | None = None, parse_err
     for name in EXTRA_METRICS:
         out[name] = getattr(parsed, name)
     out["bytes_breakdown"] = parsed.bytes_breakdown
+    out["log_events"] = dict(parsed.events) or None  # e.g. byte_sidecar: enabled on CaseOps data
     out["non_record_reason"] = parsed.non_record_reason or non_record_reason
     out["malformed_lines"] = parsed.malformed + parse_errors
     return out

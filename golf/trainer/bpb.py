@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+
+from .shards import read_shard
 
 LEADING_SPACE = "\u2581"
 
@@ -92,6 +95,22 @@ def load_luts(tokenizer_path: str, vocab_size: int) -> ByteLUTs:
         raise ValueError(f"VOCAB_SIZE={vocab_size} does not match the tokenizer's vocab size {int(sp.vocab_size())} "
                          f"({tokenizer_path})")
     return build_luts_from_pieces(sentencepiece_pieces(sp), vocab_size)
+
+
+SIDECAR_PATTERN = "fineweb_val_bytes_*.bin"
+
+
+def load_byte_sidecar(data_path: str, length: int) -> torch.Tensor | None:
+    """The CaseOps byte sidecar of DATA_PATH (each validation token's original-text bytes), cut to the first `length`
+    entries like the validation tokens; None when the folder has none."""
+    files = sorted(Path(data_path).glob(SIDECAR_PATTERN))
+    if not files:
+        return None
+    values = np.concatenate([np.asarray(read_shard(f)) for f in files])
+    if values.size < length:
+        raise ValueError(f"{data_path}: the byte sidecar has {values.size} entries, the validation stream {length} "
+                         f"tokens (rebuild it with golf data caseops)")
+    return torch.from_numpy(values[:length].astype(np.int32))
 
 
 def bpb(loss_sum: float, token_count: float, byte_count: float) -> tuple[float, float]:

@@ -33,11 +33,13 @@ class ScoreSums:
     def __init__(self, device: torch.device) -> None:
         self.sums = torch.zeros(3, dtype=torch.float64, device=device)
 
-    def add(self, losses: Tensor, prev_ids: Tensor, target_ids: Tensor, luts: ByteLUTs) -> None:
-        """Score every element of `losses` (targets `target_ids` following `prev_ids`, same shapes)."""
+    def add(self, losses: Tensor, prev_ids: Tensor, target_ids: Tensor, luts: ByteLUTs,
+            positions: Tensor | None = None) -> None:
+        """Score every element of `losses` (targets `target_ids` following `prev_ids`, same shapes; `positions`:
+        the targets' indices in the validation stream, for a byte sidecar)."""
         self.sums[0] += losses.double().sum()
         self.sums[1] += losses.numel()
-        self.sums[2] += luts.count_bytes(prev_ids, target_ids).double().sum()
+        self.sums[2] += luts.count_bytes(prev_ids, target_ids, positions).double().sum()
 
     def result(self, rt: Runtime, start: float) -> EvalResult:
         sums = rt.all_reduce(self.sums.clone())
@@ -68,7 +70,10 @@ def evaluate_plain(loss_fn: TokenLossFn, val_tokens: Tensor, luts: ByteLUTs, seq
             if real < rows:
                 pad = rows - real
                 x, y = torch.cat((x, x[:1].expand(pad, -1))), torch.cat((y, y[:1].expand(pad, -1)))
-            sums.add(loss_fn(x, y)[:real], x[:real], y[:real], luts)
+            positions = None
+            if luts.sidecar is not None:  # the targets' stream indices: s·seq_len + 1 onward
+                positions = torch.arange(s * seq_len + 1, e * seq_len + 1, device=rt.device).view(-1, seq_len)
+            sums.add(loss_fn(x, y)[:real], x[:real], y[:real], luts, positions)
     return sums.result(rt, start)
 
 

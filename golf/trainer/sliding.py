@@ -74,7 +74,8 @@ class WindowScorer:
         prev, tgt = x[:, context:], tok[:, context + 1:]
         nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), tgt.reshape(-1), reduction="none")
         valid = ((ws[:, None] + context + offsets[:stride]) < self.total).reshape(-1)
-        nbytes = self.luts.count_bytes(prev, tgt).reshape(-1)
+        positions = (ws[:, None] + context + 1 + offsets[:stride]).clamp_max(self.total)  # the targets' indices
+        nbytes = self.luts.count_bytes(prev, tgt, positions).reshape(-1)
         zero = torch.zeros((), dtype=torch.float64, device=ws.device)
         return torch.stack((torch.where(valid, nll.double(), zero).sum(), valid.double().sum(),
                             torch.where(valid, nbytes.double(), zero).sum()))
@@ -92,7 +93,8 @@ class WindowScorer:
         nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y[0, :count], reduction="none")
         sums[0] = nll.double().sum()
         sums[1] = count
-        sums[2] = self.luts.count_bytes(x[0, :count], y[0, :count]).double().sum()
+        positions = torch.arange(1, count + 1, device=self.device)
+        sums[2] = self.luts.count_bytes(x[0, :count], y[0, :count], positions).double().sum()
         return sums
 
     def prime(self) -> None:

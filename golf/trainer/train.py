@@ -17,7 +17,7 @@ from torch import nn
 from . import finish
 from .artifact import gptq_reserve_line
 from .attention import fa4_version, resolve_backend
-from .bpb import load_luts
+from .bpb import SIDECAR_PATTERN, load_byte_sidecar, load_luts
 from .data import TrainLoader, load_val_tokens
 from .doc_attention import make_train_loader
 from .evaluate import evaluate_plain, val_batch_seqs
@@ -266,11 +266,17 @@ def main(argv: list[str] | None = None) -> int:
     rt = setup_runtime()
     try:
         seed_everything(hp.seed)
-        luts = load_luts(hp.tokenizer_path, hp.vocab_size).to(rt.device)
+        luts = load_luts(hp.tokenizer_path, hp.vocab_size)
         val_tokens = load_val_tokens(hp.data_path, hp.eval_seq_len)
+        # CaseOps data: val_bpb divides by the original text's bytes, read from the byte sidecar
+        luts = dataclasses.replace(luts, sidecar=load_byte_sidecar(hp.data_path, val_tokens.numel())).to(rt.device)
         trainer = Trainer(hp, rt)
         log_header(hp, rt, trainer)
         rt.log(f"val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path={hp.tokenizer_path}")
+        if luts.sidecar is not None:
+            rt.log("val_bpb:byte_sidecar:enabled")
+            rt.log(f"caseops:byte_sidecar pattern={hp.data_path}/{SIDECAR_PATTERN} "
+                   f"val_bytes:{int(luts.sidecar[1:].sum())}")
         rt.log(f"train_loader:dataset:{_dataset_name(hp.data_path)} "
                f"train_shards:{len(shard_files(hp.data_path, 'train'))}")
         rt.log(f"val_loader:shards pattern={hp.data_path}/fineweb_val_*.bin tokens:{val_tokens.numel() - 1}")

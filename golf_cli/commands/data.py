@@ -1,4 +1,4 @@
-"""`golf data sample|fetch`: build the embedded sample dataset, or download the challenge's."""
+"""`golf data sample|fetch|caseops`: build the embedded sample dataset, download the challenge's, or CaseOps one."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-app = typer.Typer(help="Datasets: the offline sample and the challenge's FineWeb download.", no_args_is_help=True)
+app = typer.Typer(help="Datasets: the offline sample, the challenge's FineWeb download, CaseOps transforms.",
+                  no_args_is_help=True)
 
 
 @app.command("sample")
@@ -51,3 +52,33 @@ def fetch(
     typer.echo(f"DATA_PATH={result.data_path}")
     for tokenizer in result.tokenizer_paths:
         typer.echo(f"tokenizer: {tokenizer}")
+
+
+@app.command("caseops")
+def caseops(
+    src: Annotated[Path, typer.Argument(help="Shard folder (fineweb_{train,val}_*.bin) whose text to transform.")],
+    out: Annotated[Path, typer.Option("--out", help="Data root: datasets/<name>_caseops/ and tokenizers/ go "
+                                      "under it.")],
+    docs: Annotated[Optional[Path], typer.Option("--docs", help="The shards' text: JSONL, one {\"text\": ...} per "
+                                                 "line, validation documents first (the challenge's "
+                                                 "docs_selected.jsonl order). Not needed for golf's sample.")]
+    = None,
+    vocab_size: Annotated[Optional[int], typer.Option("--vocab-size", min=16, help="Tokenizer size (default: the "
+                                                      "_spN of the folder name, else 1024).")] = None,
+    tokenizer_docs: Annotated[int, typer.Option("--tokenizer-docs", min=1, help="Training documents the tokenizer "
+                                                "learns from.")] = 200_000,
+) -> None:
+    """Build the CaseOps form of a shard set: the lossless case-transformed text, its own SentencePiece tokenizer
+    (the challenge's settings, operators as symbols) and the validation byte sidecar (fineweb_val_bytes_*.bin) that
+    makes val_bpb count the original text's bytes.
+
+    Example: golf data caseops data/sample/datasets/sample_sp1024 --out data/caseops
+    """
+    from golf.data.caseops import build_caseops
+
+    built = build_caseops(src, out, docs=docs, vocab_size=vocab_size, tokenizer_docs=tokenizer_docs,
+                          progress=lambda msg: typer.echo(f"golf: {msg}", err=True))
+    typer.echo(f"built: {built.train_tokens:,} train tokens, {built.val_tokens:,} val tokens, "
+               f"{built.val_bytes:,} original val bytes")
+    typer.echo(f"DATA_PATH={built.data_path}")
+    typer.echo(f"TOKENIZER_PATH={built.tokenizer_path}")
