@@ -90,7 +90,10 @@ def _doc_gpt(**extra: object) -> GPT:
 
 
 @pytest.mark.parametrize("extra", [{}, {"BIGRAM_VOCAB_SIZE": 97, "TRIGRAM": 1, "SMEAR_GATE": 1, "XSA_LAST_N": 2,
-                                        "VALUE_RESIDUAL": 1, "ROPE_DIMS": 8}])
+                                        "VALUE_RESIDUAL": 1, "ROPE_DIMS": 8},
+                                   {"SMEAR_GATE_ENABLED": 1, "SPARSE_ATTN_GATE_ENABLED": 1, "GATE_WINDOW": 8,
+                                    "SKIP_GATES_ENABLED": 1, "PARALLEL_RESIDUAL": 1, "PARALLEL_START_LAYER": 1,
+                                    "PARALLEL_FINAL_LANE": "mean", "NUM_LOOPS": 1, "LOOP_START": 0, "LOOP_END": 1}])
 def test_packed_documents_score_as_if_each_ran_alone(extra: dict) -> None:
     model = _doc_gpt(**extra)
     gen = torch.Generator().manual_seed(3)
@@ -151,3 +154,8 @@ def test_make_train_loader_follows_the_knob(tmp_path: Path) -> None:
     xp, _ = packed.next_batch(64, 16, 1)
     assert xr.shape == (4, 16) and xp.shape == (1, 64)
     assert torch.equal(xr.reshape(1, -1), xp)
+    shuffled = make_train_loader(Hyperparameters.resolve(values={**common, "DOC_ATTENTION": 1,
+                                                                 "TRAIN_LOADER": "shuffled"}), 0, 1,
+                                 torch.device("cpu"))
+    xs, _ = shuffled.next_batch(64, 16, 1)
+    assert xs.shape == (4, 16)  # random sequences stay rows: packing them would join unrelated text

@@ -141,6 +141,8 @@ class DocumentPackingLoader(TrainLoader):
 
     def _host_batch(self, global_tokens: int, seq_len: int, grad_accum: int) -> tuple[Tensor, Tensor]:
         x, y = super()._host_batch(global_tokens, seq_len, grad_accum)
+        if self.shuffled is not None:  # rows of unrelated text (TRAIN_LOADER=shuffled): packing would join them
+            return x, y
         return x.reshape(1, -1), y.reshape(1, -1)
 
 
