@@ -1,6 +1,6 @@
 """Fit a table into a terminal width: which columns stay, how wide each is, how a cell is cut.
 
-Rules: a cell that reads as a number (it starts with a digit, a sign or `—`) is never cut or wrapped, so its
+Rules: a cell that reads as a number (it starts with a digit, a sign or `—`, and is no sentence) is never cut, so its
 column is at least that wide; other text is cut with an ellipsis. When even those minimum widths do not fit,
 the columns with the highest priority number (0 = never) are hidden, the rightmost first among equals.
 """
@@ -13,11 +13,18 @@ from dataclasses import dataclass
 
 TEXT_FLOOR = 10  # a text column is not squeezed below this (or its natural width, if smaller)
 ESSENTIAL_WANT = 24  # a never-hidden text column gets up to this much before optional columns are kept
+EMPTY_RANK = 1_000  # the hiding rank of a column whose cells are all empty
 _NUMBER = re.compile(r"^[-+−<>~]?(\d|\.\d)|^—$")
 
 
 def is_number(cell: str) -> bool:
-    return bool(_NUMBER.match(cell.strip()))
+    """`1.2244`, `15,939,048 (60,952 left)`, `−0.0025 ± 0.0003, p=0.00042`: a figure, maybe with a unit or two.
+    `2 seeds (1, 2) — records usually show 3` starts with a digit but is a sentence: text."""
+    text = cell.strip()
+    if not _NUMBER.match(text):
+        return False
+    words = re.findall(r"[A-Za-z]{2,}", text)
+    return len(words) <= 2 and all(len(w) <= 6 for w in words)
 
 
 def table_width(widths: Sequence[int]) -> int:
@@ -59,8 +66,10 @@ def fit(headers: Sequence[str], cells: Sequence[Sequence[str]], priorities: Sequ
     hidden: list[int] = []
     # hide the least important columns until the essential ones get their text (up to ESSENTIAL_WANT) and the
     # rest their minimum widths
-    want = [max(floors[i], min(natural[i], ESSENTIAL_WANT)) if priorities[i] == 0 else floors[i] for i in range(n)]
-    droppable = sorted((i for i in range(n) if priorities[i] > 0), key=lambda i: (-priorities[i], -i))
+    # a column with nothing in it goes first, whatever its priority
+    ranks = [EMPTY_RANK if cells and not any(r[i].strip() for r in cells) else priorities[i] for i in range(n)]
+    want = [max(floors[i], min(natural[i], ESSENTIAL_WANT)) if ranks[i] == 0 else floors[i] for i in range(n)]
+    droppable = sorted((i for i in range(n) if ranks[i] > 0), key=lambda i: (-ranks[i], -i))
     while table_width([want[i] for i in kept]) > width and droppable:
         gone = droppable.pop(0)
         kept.remove(gone)

@@ -132,7 +132,11 @@ def test_fit_rules_by_hand() -> None:
     layout = fit(headers, cells, [0, 0, 0], 30)  # nothing may go: numbers keep their width, text is cut
     assert layout.widths[1] == 10 and layout.cell("15,939,048", 1) == "15,939,048"
     assert layout.cell(cells[0][0], 0).endswith("…") and len(layout.cell(cells[0][0], 0)) == layout.widths[0]
+    # an empty column goes before any other, even one that may never be hidden
+    assert fit(["a", "empty", "n"], [["x" * 20, "", "1"]], [0, 0, 5], 30).hidden == [1]
     assert is_number("−0.0025 ± 0.0003, p=0.00042") and is_number("—") and not is_number("xsa-s1")
+    assert is_number("15,939,048 (60,952 left)") and is_number("2026-12-02 03:37")
+    assert not is_number("2 seeds (1, 2) — records usually show 3")
 
 
 def test_render_width_is_a_limit() -> None:

@@ -443,7 +443,7 @@ def plan_record(reader: Store, ref: str, opts: ExportOptions) -> Record:
     found = resolve_ref(reader, ref)
     day = opts.day or date.today()
     runs, duplicates = _shipped_runs(found, ref)
-    name = opts.name or found.spec_name or found.label
+    name = opts.name or found.experiment or found.spec_name or found.label
     folder, track = record_folder(opts.out, opts.track, day, name)
     config = {k: str(v) for k, v in (runs[0].get("config") or {}).items()}
     pack = opts.pack or config.get("CODE_PACK") or "none"

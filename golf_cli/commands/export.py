@@ -17,7 +17,8 @@ def export_record(
     out: Annotated[Path, typer.Option(
         "--out", metavar="DIR", help="Where to write: DIR/records/track_<track>/<date>_<Name>/, or DIR/<date>_<Name>/ "
                                      "when DIR is a track_* folder (e.g. a parameter-golf checkout's).")],
-    name: Annotated[Optional[str], typer.Option("--name", help="Record name (default: the spec's name).")] = None,
+    name: Annotated[Optional[str], typer.Option(
+        "--name", help="Record name (default: the experiment's name, else the spec's).")] = None,
     author: Annotated[Optional[str], typer.Option("--author", help="Author for submission.json.")] = None,
     github_id: Annotated[Optional[str], typer.Option("--github-id", help="GitHub id for submission.json.")] = None,
     track: Annotated[Optional[str], typer.Option(
