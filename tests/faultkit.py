@@ -21,13 +21,18 @@ STEP_LINE = re.compile(r"^step:(\d+)/\d+ train_loss:")
 
 
 def counting_trainer(steps: int = 100000, every_s: float = 0.05, then: str = "") -> str:
-    """A trainer that writes its pid to $FAKE_DIR/trainer.pid and prints one step line every `every_s`."""
+    """A trainer that writes its pid to $FAKE_DIR/trainer.pid and prints one step line every `every_s`. Like a real
+    one that logs through a handler, a broken stdout does not end it: only a signal does (so a test that sees it
+    gone after golf's death sees golf's doing, not a broken pipe's)."""
     return textwrap.dedent(f"""\
         import os, sys, time
         open(os.path.join(os.environ["FAKE_DIR"], "trainer.pid"), "w").write(str(os.getpid()))
         for s in range(1, {steps} + 1):
-            print(f"step:{{s}}/{steps} train_loss:{{7 - s / 100000:.5f}} train_time:{{s * 50}}ms step_avg:50.00ms",
-                  flush=True)
+            try:
+                print(f"step:{{s}}/{steps} train_loss:{{7 - s / 100000:.5f}} train_time:{{s * 50}}ms "
+                      "step_avg:50.00ms", flush=True)
+            except OSError:
+                pass
             time.sleep({every_s})
         """) + then
 

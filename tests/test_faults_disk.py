@@ -45,7 +45,7 @@ def chatty_trainer(lines: int, width: int = 1000) -> str:
     """Prints `lines` step lines padded to `width` bytes as fast as it can, then exits 0."""
     return textwrap.dedent(f"""\
         import os
-        pad = "x" * {width}
+        pad = "-" * {width}  # not letters: the parser scans runs of letters for `name:` fields
         for s in range(1, {lines} + 1):
             print(f"step:{{s}}/{lines} train_loss:{{7 - s / 10000:.4f}} train_time:{{s}}ms step_avg:1.00ms {{pad}}")
         """)

@@ -26,6 +26,9 @@ from golf.logparse import ParsedRun
 from golf.trainer.limits import BYTES_CAP
 
 ECHO_QUEUE_LINES = 10_000
+# Set when golf's output stopped draining (a pipe nobody reads): what golf would print next is skipped, and `golf run`
+# ends without flushing it, so golf never hangs on its own output once the run is recorded.
+OUTPUT_STUCK = threading.Event()
 STAGE_ROWS = (("pre_quant", "pre-quant (trained weights)"), ("post_quant", "post-quant (artifact roundtrip)"),
               ("sliding", "sliding window"), ("post_ttt", "post-TTT"))
 
@@ -139,6 +142,8 @@ class RunDisplay:
             with contextlib.suppress(queue.Full):
                 self._queue.put(None, timeout=1.0)
             self._thread.join(timeout=2.0)  # a blocked output is left behind, never waited on
+            if self._thread.is_alive():
+                OUTPUT_STUCK.set()
             self._thread = None
         if self._live is not None:
             with contextlib.suppress(OSError):
@@ -296,6 +301,8 @@ def seeds_summary(runs: Sequence[Any], label: str | None = None) -> Table:
 
 
 def print_summary(run: Any, console: Console | None = None) -> None:
+    if OUTPUT_STUCK.is_set():
+        return
     console = console or Console(highlight=False)
     if run.status != "completed" and (run.status == "interrupted" or run.final_bpb is None):
         for line in failure_lines(run):
@@ -306,8 +313,12 @@ def print_summary(run: Any, console: Console | None = None) -> None:
 
 def seed_header(plan: Any, k: int, n: int, console: Console | None = None) -> None:
     """`── seed 42 (2/3): xsa-all-s42 ──` before each seed of a multi-seed run."""
+    if OUTPUT_STUCK.is_set():
+        return
     (console or Console(highlight=False)).rule(f"seed {plan.seed} ({k}/{n}): {plan.name}", style="bold")
 
 
 def print_seeds_summary(runs: Sequence[Any], console: Console | None = None) -> None:
+    if OUTPUT_STUCK.is_set():
+        return
     (console or Console(highlight=False)).print(seeds_summary(runs))

@@ -53,11 +53,12 @@ def run(
     import sys
 
     from golf.launch import execute, plan_runs, signal_exit_code
-    from golf.launch.live import print_seeds_summary, print_summary, seed_header
+    from golf.launch.live import OUTPUT_STUCK, print_seeds_summary, print_summary, seed_header
     from golf.launch.repair import repair_dead
     from golf.spec import apply_overrides, check_stall_timeout, load_spec, parse_sets
     from golf.store import Store, resolve_db_path
 
+    OUTPUT_STUCK.clear()
     loaded = load_spec(spec)
     if stall_timeout is not None:
         stall_timeout = check_stall_timeout(stall_timeout, f"--stall-timeout {stall_timeout:g}")
@@ -97,6 +98,11 @@ def run(
         exit_code = exit_code or signal_exit_code(finished)  # one failed seed fails the command
     if len(plans) > 1 and not any(r.status == "interrupted" for r in finished_runs):
         print_seeds_summary(finished_runs)
+    if OUTPUT_STUCK.is_set():
+        # stdout is a pipe nobody reads: every run is recorded; exiting normally would block on flushing it
+        import os
+
+        os._exit(exit_code)
     if exit_code:
         raise typer.Exit(exit_code)
 
