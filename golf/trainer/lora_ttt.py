@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -210,19 +211,26 @@ class DocumentTTT:
         starts[:n] = torch.from_numpy(batch_docs[:, 0])
         pred[:n] = torch.from_numpy(batch_docs[:, 1] - 1)
         n_chunks = -(-pred // cfg.chunk_size)
+        with self._adapting():
+            for ci in range(int(n_chunks.max())):
+                self._chunk(ci, starts, pred, n_chunks, log)
+        log.batches_done += 1
+        log.docs_done += n
+
+    @contextmanager
+    def _adapting(self) -> Iterator[None]:
+        """The adapters hooked in and the base model frozen (the same state for priming and scoring, so a compiled
+        forward primed before the timer is not compiled again inside it)."""
         frozen = [p for p in self.model.parameters() if p.requires_grad]
         for p in frozen:
             p.requires_grad_(False)
         self.adapters.attach()
         try:
-            for ci in range(int(n_chunks.max())):
-                self._chunk(ci, starts, pred, n_chunks, log)
+            yield
         finally:
             self.adapters.detach()
             for p in frozen:
                 p.requires_grad_(True)
-        log.batches_done += 1
-        log.docs_done += n
 
     def _chunk(self, ci: int, starts: Tensor, pred: Tensor, n_chunks: Tensor, log: ScoreLog) -> None:
         cfg, dev = self.cfg, self.rt.device
@@ -273,15 +281,12 @@ class DocumentTTT:
         """Compile every window width's forward and backward on random tokens; adapters and optimizer untouched."""
         gen = torch.Generator(device=self.rt.device).manual_seed(0)
         vocab = self.model.cfg.vocab_size
-        self.adapters.attach()
-        try:
+        with self._adapting():
             for w in self.widths:
                 x = torch.randint(2, vocab, (self.cfg.batch_size, w), device=self.rt.device, generator=gen)
                 with torch.enable_grad():
                     loss = self.loss_fn(x, x).mean()
                 torch.autograd.grad(loss, self.params)
-        finally:
-            self.adapters.detach()
 
 
 # ---------------------------------------------------------------------------------------------- the stage
