@@ -23,6 +23,7 @@ app = typer.Typer(
 COMMANDS = [
     ("run", "golf_cli.commands.run", "run", "Runs"),
     ("ls", "golf_cli.commands.ls", "ls", "Runs"),
+    ("eval", "golf_cli.commands.eval", "eval_run", "Runs"),
     ("show", "golf_cli.commands.show", "show", "Runs"),
     ("rm", "golf_cli.commands.rm", "rm", "Runs"),
     ("repair", "golf_cli.commands.repair", "repair", "Runs"),

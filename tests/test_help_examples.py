@@ -61,16 +61,30 @@ def fake_log(path: Path, steps: int, bpb: float) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def artifact_for(config: dict[str, str], path: Path) -> str:
+    """A real artifact of the config's model (random weights): what `golf eval` re-scores."""
+    from golf.trainer.artifact import ArtifactConfig, build_artifact, write_atomic
+    from golf.trainer.model import GPT
+
+    hp = Hyperparameters.resolve(values=config)
+    write_atomic(path, build_artifact(GPT(hp), ArtifactConfig.from_hp(hp))[0].blob)
+    return str(path)
+
+
 def add_group(store: Store, work: Path, name: str) -> None:
     bpbs, mlp = GROUPS[name]
+    sample = next((work / "data" / "sample" / "datasets").iterdir())
+    data = {"DATA_PATH": str(sample), "TOKENIZER_PATH": str(next(sample.parent.parent.glob("tokenizers/*.model")))}
     for seed, bpb in zip(SEEDS, bpbs, strict=True):
         run_id = f"{name}{seed}"
         log = work / "runs" / run_id / "train.log"
         fake_log(log, 200, bpb)
+        config = knobs(seed, MLP_MULT=mlp, **data)
+        artifact = artifact_for(config, log.parent / "final_model.int8.ptz") if name == "smoke" else None
         run = store.create_run(Run(
             id=run_id, name=f"{name}-s{seed}", spec_name=name, experiment=name, group_hash=(name * 16)[:16],
-            config_hash=name * 8,
-            code_hash=code_hash_of(None), seed=seed, status="completed", config=knobs(seed, MLP_MULT=mlp),
+            config_hash=name * 8, code_hash=code_hash_of(None), seed=seed, status="completed", config=config,
+            artifact_path=artifact,
             trainer="bundled", source="golf", nproc=1, tags=["smoke"], log_path=str(log), run_dir=str(log.parent),
             final_bpb=bpb, final_loss=bpb * 1.69, final_stage="post_quant", post_quant_bpb=bpb,
             post_quant_loss=bpb * 1.69, pre_quant_bpb=bpb - 0.01, model_bytes=390_000, code_bytes=10_000,

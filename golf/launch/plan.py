@@ -27,6 +27,7 @@ from golf.trainer.hparams import KNOBS_BY_NAME, Hyperparameters, KnobError, look
 TRAIN_GPT = "train_gpt.py"  # the one-file trainer a run ran, kept in its folder (RunPlan.one_file)
 PATH_KNOBS = ("DATA_PATH", "TOKENIZER_PATH")
 IDENTITY_EXCLUDED = ("SEED", "RUN_ID", *PATH_KNOBS)
+EVAL_ONLY_IDENTITY = "recorded artifact"
 # NVLink multicast (NVLS) is forbidden on the shared multi-GPU hosts; NCCL would fail to initialise with it.
 BASE_ENV = {"PYTHONUNBUFFERED": "1", "NCCL_NVLS_ENABLE": "0"}
 
@@ -52,6 +53,7 @@ class RunPlan:
     trainer: str = "bundled"  # or the community trainer's path
     non_record_reason: str | None = None
     data_ready: bool = True  # False in a dry run whose data is not there yet (hashes then omit the tokenizer)
+    parent_id: str | None = None  # a re-score (golf eval): the training run whose artifact it scores
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -132,8 +134,12 @@ def data_identity(data_path: str | os.PathLike[str], tokenizer_path: str | os.Pa
 
 def config_hash_of(knobs: Mapping[str, str], data_path: str | os.PathLike[str],
                    tokenizer_path: str | os.PathLike[str], excluded: tuple[str, ...] = IDENTITY_EXCLUDED) -> str:
-    """sha256 of the canonical JSON of the knobs (less `excluded`) and the data identity."""
-    body = {"knobs": {k: str(v) for k, v in knobs.items() if k not in excluded},
+    """sha256 of the canonical JSON of the knobs (less `excluded`) and the data identity.
+
+    A re-score's EVAL_ONLY_PATH counts as "a recorded artifact", not as its path: the re-scores of every seed of a
+    training group with the same evaluation knobs are one group."""
+    body = {"knobs": {k: EVAL_ONLY_IDENTITY if k == "EVAL_ONLY_PATH" and v else str(v)
+                      for k, v in knobs.items() if k not in excluded},
             "data": data_identity(data_path, tokenizer_path)}
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

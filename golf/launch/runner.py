@@ -260,7 +260,7 @@ def _create_row(plan: RunPlan, store: Store, run_dir: Path, log_path: Path, comm
         command=command or plan.command_line, trainer=plan.trainer, nproc=plan.nproc, pid=os.getpid(),
         run_dir=str(run_dir), log_path=str(log_path), source="golf",
         reported_bpb=float(reported) if isinstance(reported, (int, float)) else None,
-        non_record_reason=plan.non_record_reason, **provenance.as_fields(),
+        non_record_reason=plan.non_record_reason, parent_id=plan.parent_id, **provenance.as_fields(),
     )
     unavailable = 0
     for attempt in range(20):

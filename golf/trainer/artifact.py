@@ -680,6 +680,28 @@ def pack(entries: list[QTensor], cfg: ArtifactConfig) -> Artifact:
     return Artifact(blob, {g: len(sections[g]) for g in GROUPS}, len(prefix) + len(header))
 
 
+def artifact_header(blob: bytes) -> dict[str, Any]:
+    """The decoded header of an artifact: {"t": tensor table, "g": section lengths[, "s": stream tables]}."""
+    _, compressor = artifact_format(blob)
+    _, _, _, _, level, header_len = _ART_PREFIX.unpack_from(blob, 0)
+    header_codec = ("lzma", 9) if compressor == PERGROUP else (compressor, level)
+    return json.loads(decompress(blob[_ART_PREFIX.size:_ART_PREFIX.size + header_len], *header_codec))
+
+
+def artifact_layout(blob: bytes) -> Artifact:
+    """The section lengths and overhead of a written artifact (its byte breakdown), read from its header."""
+    version, _ = artifact_format(blob)
+    header_len = _ART_PREFIX.unpack_from(blob, 0)[5]
+    groups = GROUPS if version >= 2 else _ART_V1_GROUPS
+    sections = {g: 0 for g in GROUPS} | dict(zip(groups, artifact_header(blob)["g"], strict=True))
+    return Artifact(blob, sections, _ART_PREFIX.size + header_len)
+
+
+def artifact_shapes(blob: bytes) -> dict[str, tuple[int, ...]]:
+    """The model tensors an artifact holds and their shapes (LQER factors left out)."""
+    return {row[0]: tuple(row[3]) for row in artifact_header(blob)["t"] if row[1] != "lqer"}
+
+
 def artifact_format(blob: bytes) -> tuple[int, str]:
     """(container version, compressor) of an artifact, or ValueError for a file that is not one golf can read."""
     magic, version, comp_id, _, _, _ = _ART_PREFIX.unpack_from(blob, 0)

@@ -9,21 +9,27 @@ final_model.<quant>.ptz) → post_quant roundtrip (every rank reads the file bac
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .artifact import (
+    Artifact,
     ArtifactConfig,
+    artifact_layout,
     breakdown_line,
     build_artifact,
     calibration_batches,
     collect_hessians,
     compressor_label,
+    dequantize_state,
     load_artifact,
     quant_label,
+    unpack,
     write_atomic,
 )
 from .codebytes import shipped_code
@@ -128,9 +134,14 @@ def write_artifact(model: GPT, hp: Hyperparameters, rt: Runtime, hessians: dict[
     """Rank 0: quantize, compress, write the file and log its sizes (the challenge's lines + the breakdown)."""
     artifact, stats = build_artifact(model, ArtifactConfig.from_hp(hp), hessians)
     write_atomic(path, artifact.blob)
+    rt.log(stats.line())
+    log_sizes(hp, rt, artifact)
+
+
+def log_sizes(hp: Hyperparameters, rt: Runtime, artifact: Artifact) -> None:
+    """The challenge's size lines and golf's byte breakdown of an artifact."""
     label = f"{quant_label(hp)}+{compressor_label(hp.compressor, hp.compress_level, hp.byte_shuffle)}"
     code_bytes, how = shipped_code(hp.code_pack, hp.as_env())
-    rt.log(stats.line())
     rt.log(f"Serialized model {label}: {artifact.size} bytes")
     rt.log(f"Code size: {code_bytes} bytes ({how})")
     rt.log(f"Total submission size {label}: {artifact.size + code_bytes} bytes")
@@ -144,7 +155,10 @@ def load_weights(model: GPT, state: dict[str, torch.Tensor]) -> None:
 
 def final_stages(model: GPT, eval_fn: TokenLossFn, hp: Hyperparameters, rt: Runtime, val_tokens: torch.Tensor,
                  luts: Any, loader: Any) -> dict[str, EvalResult]:
-    """Run every configured stage; returns each stage's result by stage name."""
+    """Run every configured stage; returns each stage's result by stage name.
+
+    With EVAL_ONLY_PATH (a recorded run's artifact), the stages before the artifact are skipped: its size lines
+    are logged from the file, every rank loads it, and the post-quant stages score it with these knobs."""
     model.set_qat(False)  # the stages score real weights, not fake-quantized ones
     model.eval()
     rt.sync()
@@ -162,10 +176,20 @@ def final_stages(model: GPT, eval_fn: TokenLossFn, hp: Hyperparameters, rt: Runt
         results[stage] = result
         log_result(rt, labels[stage], result)
 
-    record("pre_quant", plain())
     primed = [s for s in _FIN_SCORERS.values() if s.model is model and s.total == val_tokens.numel() - 1]
     tokens = primed[0].tokens if primed else device_tokens(val_tokens, rt.device)
     non_record_logged = False
+    if hp.eval_only_path:
+        path = Path(hp.eval_only_path)
+        blob = path.read_bytes()
+        rt.log(f"eval_only: artifact={path} bytes:{len(blob)} sha256:{hashlib.sha256(blob).hexdigest()[:16]}")
+        if rt.is_main:
+            log_sizes(hp, rt, artifact_layout(blob))
+        load_weights(model, dequantize_state(unpack(blob)))
+        del blob
+        return _quantized_stages(model, hp, rt, val_tokens, luts, tokens, plain, record, results, start, 0.0,
+                                 non_record_logged)
+    record("pre_quant", plain())
     if hp.ttt_pre_quant:
         rt.log(f"non_record: {hp.non_record_reason}")
         non_record_logged = True
@@ -191,6 +215,16 @@ def final_stages(model: GPT, eval_fn: TokenLossFn, hp: Hyperparameters, rt: Runt
     del hessians
     rt.barrier()
     load_weights(model, load_artifact(path))  # every rank evaluates what the file holds
+    return _quantized_stages(model, hp, rt, val_tokens, luts, tokens, plain, record, results, start, reserved_s,
+                             non_record_logged)
+
+
+def _quantized_stages(model: GPT, hp: Hyperparameters, rt: Runtime, val_tokens: torch.Tensor, luts: Any,
+                      tokens: torch.Tensor, plain: Callable[[], EvalResult], record: Callable[[str, EvalResult], None],
+                      results: dict[str, EvalResult], start: float, reserved_s: float,
+                      non_record_logged: bool) -> dict[str, EvalResult]:
+    """The stages that score the artifact's weights (already in `model`): roundtrip, sliding window, TTT."""
+    compile_fn = rt.is_cuda and hp.compile
     record("post_quant", plain())
 
     scorer = None

@@ -180,6 +180,8 @@ class Hyperparameters:
     vocab_size: int = knob(1024, "vocabulary size (must match the tokenizer)", "data", minimum=2, maximum=65536)
     seed: int = knob(1337, "random seed", "run", minimum=0, maximum=_MAX_SEED)
     run_id: str = knob("", "run identifier (default: a fresh uuid)", "run")
+    eval_only_path: str = knob("", "score this artifact (a recorded run's final_model.*.ptz) with the evaluation "
+                               "knobs instead of training (`golf eval` sets it)", "run")
     iterations: int = knob(20000, "training steps (a ceiling when the wallclock cap is on)", "schedule",
                            minimum=0, maximum=_MAX_STEPS)
     warmup_steps: int = knob(20, "compile warm-up steps, rolled back before training", "schedule",

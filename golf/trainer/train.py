@@ -277,6 +277,11 @@ def main(argv: list[str] | None = None) -> int:
             rt.log("val_bpb:byte_sidecar:enabled")
             rt.log(f"caseops:byte_sidecar pattern={hp.data_path}/{SIDECAR_PATTERN} "
                    f"val_bytes:{int(luts.sidecar[1:].sum())}")
+        if hp.eval_only_path:  # no training: the recorded artifact is scored with these evaluation knobs
+            rt.log(f"val_loader:shards pattern={hp.data_path}/fineweb_val_*.bin tokens:{val_tokens.numel() - 1}")
+            trainer.model.set_recurrence(bool(trainer.model.recur_layers))  # the state training ends in
+            finish.final_stages(trainer.model, trainer.eval_fn, hp, rt, val_tokens, luts, None)
+            return 0
         rt.log(f"train_loader:dataset:{_dataset_name(hp.data_path)} "
                f"train_shards:{len(shard_files(hp.data_path, 'train'))}")
         rt.log(f"val_loader:shards pattern={hp.data_path}/fineweb_val_*.bin tokens:{val_tokens.numel() - 1}")
