@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                    f"val_bytes:{int(luts.sidecar[1:].sum())}")
         if hp.eval_only_path:  # no training: the recorded artifact is scored with these evaluation knobs
             rt.log(f"val_loader:shards pattern={hp.data_path}/fineweb_val_*.bin tokens:{val_tokens.numel() - 1}")
-            trainer.model.set_recurrence(bool(trainer.model.recur_layers))  # the state training ends in
+            trainer.model.set_recurrence(True)  # every recurrence pass on: the state training ends in
             finish.final_stages(trainer.model, trainer.eval_fn, hp, rt, val_tokens, luts, None)
             return 0
         rt.log(f"train_loader:dataset:{_dataset_name(hp.data_path)} "
