@@ -24,8 +24,10 @@ def show(
     bytes_: Annotated[bool, typer.Option("--bytes", help="Byte breakdown against the 16,000,000 cap.")] = False,
     db: DbOption = None,
 ) -> None:
-    """Show one run: what ran where, its results, its curve and (--bytes) where its bytes go; for a group of
-    several seeds, each seed and every stage's mean ± std.
+    """Show one run (provenance, results, curve, --bytes), or a group's seeds side by side.
+
+    A run: what ran where, its results, its curve and (--bytes) where its bytes go. An experiment, group or spec
+    of several seeds: each seed, and every stage's mean ± std.
 
     Example: golf show smoke-s1337 --bytes
     """
