@@ -41,15 +41,12 @@ CASES = {
     # 17 virtual layers: one micro-step per step keeps these two near the others' time on CPU
     "pr1493": ({"EVAL_STRIDE": 32, "VOCAB_SIZE": 1024, "TTT_BATCH_SEQS": 4, "WARMUP_STEPS": 1, "GRAD_ACCUM_STEPS": 1},
                "post_ttt", "int6+brotli-shuffle", False),
-    "pr1855": ({"EVAL_STRIDE": 32, "VOCAB_SIZE": 1024, "GRAD_ACCUM_STEPS": 1}, "sliding", "int6+brotli-shuffle",
-               False),
+    # pr1855 runs on CaseOps data with phased LoRA TTT: tests/test_pr1855_spec.py
 }
 # the frontier records' techniques, each seen at work in the run's log
 FRONTIER_LINES = {
     "pr1493": ("layer_loop:enabled step:3 frac:0.500 encoder:[0, 1, 2, 3, 4, 5, 3, 4] "
                "decoder:[5, 3, 4, 5, 6, 7, 8, 9, 10]", "loop_warmup:enabled", "  train_loader: shuffled"),
-    "pr1855": ("layer_loop:enabled step:3", "  parallel_final_lane: mean", "  use_polar_express: 1",
-               "  smear_gate_enabled: 1", "  sparse_attn_gate_enabled: 1", "  fused_ce_enabled: 1"),
 }
 
 
