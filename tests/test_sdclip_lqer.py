@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import lzma
+import re
 
 import numpy as np
 import pytest
@@ -178,7 +179,6 @@ def test_lqer_lowers_the_error_of_the_tensors_it_picks(asym: bool) -> None:
 
 
 def test_lqer_bytes_are_in_the_breakdown_which_sums_to_the_total(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    import re
 
     state = {"blocks.0.mlp.fc.weight": _heavy_tailed(384, 256, seed=9),
              "blocks.0.attn.c_q.weight": _heavy_tailed(300, 256, seed=10)}
@@ -203,7 +203,6 @@ def test_lqer_bytes_are_in_the_breakdown_which_sums_to_the_total(tmp_path) -> No
 def test_final_stages_with_sdclip_lqer_and_pergroup(tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
     """The knobs reach the artifact: the lqer section is in the breakdown, which the parser reads and which sums to
     the total; the file scores what it holds."""
-    import re
 
     from golf.logparse.parser import parse_text
     from tests.test_finish import _value, run, tiny
@@ -220,3 +219,33 @@ def test_final_stages_with_sdclip_lqer_and_pergroup(tmp_path, monkeypatch, capsy
     assert parsed.bytes_breakdown == breakdown and parsed.total_bytes == total
     assert parsed.stages["post_quant"].val_bpb == pytest.approx(results["post_quant"].val_bpb, abs=1e-8)
     assert (tmp_path / "final_model.int6.ptz").stat().st_size == total - breakdown["code"]
+
+
+def test_self_generated_calibration_sequences(tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    """GPTQ_CALIB_SEQS: BOS-started samples of the model, reproducible by seed; GPTQ then reads no training data,
+    and the calibration time is logged against the training clock."""
+    from golf.trainer import finish
+    from golf.trainer.runtime import Runtime
+    from golf.trainer.selfcalib import BOS_ID, generate_sequences, rank_share
+    from tests.test_finish import CPU, FakeLoader, luts, model_for, tiny, val_stream
+
+    hp = tiny(USE_GPTQ=1, MATRIX_BITS=6, GPTQ_CALIB_SEQS=3)
+    model = model_for(hp).eval()
+    first = generate_sequences(model, 3, 8, 2, torch.device("cpu"), seed=7)
+    again = generate_sequences(model, 3, 8, 2, torch.device("cpu"), seed=7)
+    assert [tuple(b.shape) for b in first] == [(2, 8), (1, 8)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert all(bool((b[:, 0] == BOS_ID).all()) and int(b.max()) < hp.vocab_size for b in first)
+    assert [rank_share(10, r, 4) for r in range(4)] == [3, 3, 2, 2]
+
+    monkeypatch.chdir(tmp_path)
+    loader = FakeLoader()
+    model = model_for(hp)
+    finish.final_stages(model, model.token_losses, hp, Runtime(CPU), val_stream(), luts(), loader, train_ms=1234.0)
+    lines = capsys.readouterr().out.splitlines()
+    assert loader.calls == 0  # no training batch was read
+    assert sum(line.startswith("gptq:calibrated ") for line in lines) == 1
+    assert sum(line.startswith("gptq:self_generated seqs:3 seq_len:32 time:") for line in lines) == 1
+    budget = [line for line in lines if line.startswith("train_budget: ")]
+    gptq_ms = int(re.search(r"gptq_time:(\d+)ms", budget[0]).group(1))  # type: ignore[union-attr]
+    assert f"total:{1234 + gptq_ms}ms" in budget[0] and "train_time:1234ms" in budget[0]

@@ -324,6 +324,9 @@ class Hyperparameters:
     use_gptq: bool = knob(False, "full-Hessian GPTQ with training-data calibration", "quant")
     gptq_calibration_batches: int = knob(64, "calibration sequences batches for GPTQ", "quant",
                                          minimum=1, maximum=1_000_000)
+    gptq_calib_seqs: int = knob(0, "GPTQ calibration on this many sequences the model samples itself, TRAIN_SEQ_LEN "
+                                "tokens each (0: GPTQ_CALIBRATION_BATCHES of training data)", "quant", minimum=0,
+                                maximum=1_000_000)
     gptq_reserve_seconds: float = knob(0.0, "seconds of the wallclock cap reserved for GPTQ calibration", "quant",
                                        minimum=0.0)
     gptq_block_size: int = knob(128, "GPTQ column block size", "quant", minimum=1, maximum=_MAX_WIDTH)

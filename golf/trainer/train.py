@@ -205,6 +205,7 @@ class Trainer:
         if rt.is_cuda:
             rt.log(f"peak memory allocated: {torch.cuda.max_memory_allocated() // 2**20} MiB "
                    f"reserved: {torch.cuda.max_memory_reserved() // 2**20} MiB")
+        self.train_ms = train_ms  # the training clock at the end: GPTQ calibration is counted against the same cap
         return loader, step
 
     def _maybe_recur(self, step: int, progress: float) -> None:
@@ -288,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         loader, steps = trainer.fit(val_tokens, luts)
         rt.log(trainer.averager.apply())
         trainer.model.set_recurrence(True)  # the stages evaluate at full depth, as the records do
-        finish.final_stages(trainer.model, trainer.eval_fn, hp, rt, val_tokens, luts, loader)
+        finish.final_stages(trainer.model, trainer.eval_fn, hp, rt, val_tokens, luts, loader, trainer.train_ms)
         loader.close()
     except KnobError as exc:
         rt.log(f"error: {exc}")
