@@ -124,3 +124,19 @@ def test_rm_asks_first_and_removes_rows_and_folders(db: Path, tmp_path: Path) ->
     assert code == 2 and "still running" in err and len(Store(db).list_runs()) == 1
     code, _, err = invoke("rm", "nope", "--yes", "--db", str(db))
     assert code == 2 and err.count("\n") == 1
+
+
+def test_one_run_of_an_experiment_by_its_name(db: Path) -> None:
+    from golf.analysis.groups import resolve_one_run
+    from golf.errors import GolfError
+
+    store = Store(db)
+    add(store, "c-ttt0-s1337", "c-ttt0", "c", 0)
+    add(store, "two-s1", "two", "t", 1)
+    add(store, "two-s2", "two", "t", 2)
+    assert resolve_one_run(store, "c-ttt0").name == "c-ttt0-s1337"  # what golf eval and golf show take
+    assert resolve_one_run(store, "two-s2").name == "two-s2"
+    with pytest.raises(GolfError, match=r"'two' is experiment two of 2 runs \(two-s1, two-s2\); name one of them"):
+        resolve_one_run(store, "two")
+    code, out, _ = invoke("show", "c-ttt0", "--format", "json", "--db", str(db))
+    assert code == 0 and json.loads(out)["name"] == "c-ttt0-s1337"

@@ -366,3 +366,21 @@ def _unknown_message(reader: Store, ref: str) -> str:
     hint = f"; did you mean {', '.join(close)}?" if close else "; `golf ls` lists runs, `golf leaderboard` groups"
     hexish = " (group-hash prefixes need at least 4 characters)" if re.fullmatch(r"[0-9a-f]{1,3}", ref) else ""
     return f"no run, experiment, group, spec or record named {ref!r}{hexish}{hint}"
+
+
+def resolve_one_run(store: Store, ref: str) -> Any:
+    """One run (a `Run`): by id, id prefix or name, else an experiment, group or spec that holds exactly one run
+    (`golf eval c-ttt0` after `golf run --name c-ttt0`); several runs are a one-line error naming them."""
+    from golf.store.db import RunNotFound
+
+    try:
+        return store.resolve_run(ref)
+    except RunNotFound as not_a_run:
+        try:
+            group = resolve_ref(store, ref)
+        except GolfError:
+            raise not_a_run from None
+    if len(group.runs) != 1:
+        names = ", ".join(r["name"] for r in group.runs[:6]) + (", …" if len(group.runs) > 6 else "")
+        raise GolfError(f"{ref!r} is {group.kind} {group.label} of {len(group.runs)} runs ({names}); name one of them")
+    return store.resolve_run(group.runs[0]["id"])

@@ -12,7 +12,8 @@ from golf_cli.options import EXTRA_SETS, DbOption, SetOption, extra_sets
 
 def eval_run(
     ctx: typer.Context,
-    run: Annotated[str, typer.Argument(help="The training run whose artifact is scored: id, id prefix or name.",
+    run: Annotated[str, typer.Argument(help="The training run whose artifact is scored: id, id prefix or name, or an "
+                                            "experiment of one run.",
                                        metavar="RUN", show_default=False)],
     set_: SetOption = None,
     name: Annotated[Optional[str], typer.Option("--name", metavar="NAME",
@@ -39,7 +40,9 @@ def eval_run(
     sets = parse_sets([*(set_ or []), *extra_sets(ctx.args, "eval", "one RUN")])
     store = Store(db)
     store.reconcile_stale()
-    parent = store.resolve_run(run)
+    from golf.analysis.groups import resolve_one_run
+
+    parent = resolve_one_run(store, run)  # an experiment of one seed names its run
     plan = plan_eval(parent, sets, store, name=name)
     command = shlex.join(["golf", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("golf", "main.py") else None
     finished = execute(plan, store, live=True, command=command, verbose=verbose)
