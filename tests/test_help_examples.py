@@ -154,6 +154,13 @@ def prepared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sample_data: Any) 
     monkeypatch.delenv("MATCHED_FINEWEB_REPO_ID", raising=False)
     monkeypatch.setenv("COLUMNS", "100")
     fake = FakeTrainer()
+    # golf eval re-scores an artifact: stand one in (its format and shapes are golf.launch.evalrun's own tests')
+    import golf.launch.evalrun
+
+    artifact = work / "runs" / "smoke1337" / "final_model.int8.ptz"
+    artifact.write_bytes(b"stand-in")
+    monkeypatch.setattr(golf.launch.evalrun, "artifact_of", lambda parent: artifact)
+    monkeypatch.setattr(golf.launch.evalrun, "check_fits", lambda path, hp: None)
     monkeypatch.setattr(golf.launch, "execute", fake)
     monkeypatch.setattr(golf.launch.runner, "execute", fake)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", FakeHub(tmp_path / "hub"))
