@@ -20,6 +20,9 @@ TRAIN = ["--set", "ITERATIONS=4", "VAL_LOSS_EVERY=0", "TRAIN_LOG_EVERY=2", "WARM
          "TTT_CHUNK_TOKENS=4096", "TTT_BATCH_SEQS=4", "TTT_EPOCHS=1"]
 
 
+TRAIN_KNOBS = {item.split("=")[0] for item in TRAIN if "=" in item}
+
+
 def _show(db: Path, ref: str) -> dict[str, Any]:
     out = runner.invoke(app, ["show", ref, "--format", "json", "--db", str(db)])
     assert out.exit_code == 0, out.output
@@ -115,3 +118,32 @@ def test_refusals_are_one_line_exit_2(trained: Any, tmp_path: Path) -> None:
     names = {r["name"] for r in json.loads(runner.invoke(app, ["ls", "--format", "json", "--db",
                                                                str(work / "runs.db")]).stdout)}
     assert "smoke-s1337-eval" not in names  # nothing was recorded for a refusal
+
+
+def test_ablate_eval_only_sweeps_ttt_over_the_base_runs(trained: Any) -> None:
+    import os
+
+    import yaml
+
+    work, parent = trained
+    spec = yaml.safe_load((REPO / "specs" / "smoke.yaml").read_text())
+    spec["env"].update({k: v for k, v in parent["config"].items() if k in spec["env"] or k in TRAIN_KNOBS})
+    spec["env"].update({"DATA_PATH": parent["config"]["DATA_PATH"],
+                        "TOKENIZER_PATH": parent["config"]["TOKENIZER_PATH"]})
+    path = work / "base.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    old = os.getcwd()
+    os.chdir(work)
+    try:
+        out = runner.invoke(app, ["ablate", str(path), "--eval-only", "--vary", "TTT_LR=0.03", "--db",
+                                  str(work / "runs.db"), "--format", "json"])
+    finally:
+        os.chdir(old)
+    assert out.exit_code == 0, out.output[-3000:]
+    assert f"reusing run {parent['id']}" in out.output  # the base is the trained run: nothing retrained
+    child = _show(work / "runs.db", "smoke-s1337-eval")
+    assert child["parent_id"] == parent["id"] and child["config"]["TTT_LR"] == "0.03"
+    assert child["post_quant_bpb"] == parent["post_quant_bpb"] and child["post_ttt_bpb"] != parent["post_ttt_bpb"]
+    bad = runner.invoke(app, ["ablate", str(path), "--eval-only", "--vary", "MLP_MULT=3", "--db",
+                              str(work / "runs.db")])
+    assert bad.exit_code == 2 and "MLP_MULT changes the artifact or the training" in bad.output

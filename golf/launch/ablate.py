@@ -27,6 +27,7 @@ class Step:
     sets: dict[str, str] = field(default_factory=dict)
     plans: list[Any] = field(default_factory=list)  # golf.launch RunPlan, one per seed
     run_ids: list[str] = field(default_factory=list)
+    eval_only: bool = False  # a re-score of the base runs' artifacts (golf eval), planned once they exist
 
 
 @dataclass
@@ -65,10 +66,13 @@ def parse_vary(items: Sequence[str]) -> list[tuple[str, list[str]]]:
 
 def plan_ablation(spec: Any, varies: Sequence[tuple[str, list[str]]], store: Any, seeds: Sequence[int] | None = None,
                   cumulative: bool = False, labels: Mapping[str, str] | None = None,
-                  prepare_data: bool = True) -> list[Step]:
+                  prepare_data: bool = True, eval_only: bool = False) -> list[Step]:
     """Every spec the ablation needs, planned (and so validated) before anything launches.
 
-    `prepare_data=False` (a dry run) neither builds nor checks the data, as `golf run --dry-run`."""
+    `prepare_data=False` (a dry run) neither builds nor checks the data, as `golf run --dry-run`. With
+    `eval_only`, the variants are re-scores of the base runs' artifacts (evaluation knobs only, checked here);
+    their plans are made once the base runs exist."""
+    from golf.launch.evalrun import check_eval_sets
     from golf.spec import apply_overrides
 
     plan_runs, _ = _launch_api()
@@ -84,8 +88,12 @@ def plan_ablation(spec: Any, varies: Sequence[tuple[str, list[str]]], store: Any
             variant = apply_overrides(base_spec, sets=sets)
             variant = dataclasses.replace(variant, name=_variant_name(base_spec.name, sets))
             before = _knob_text(parent.plans, key)
-            step = Step(change=change_text(key, before, value, merged_labels), spec=variant, sets=sets)
-            step.plans = list(plan_runs(variant, store, prepare_data=prepare_data))
+            step = Step(change=change_text(key, before, value, merged_labels), spec=variant, sets=sets,
+                        eval_only=eval_only)
+            if eval_only:
+                check_eval_sets(sets, "--vary")
+            else:
+                step.plans = list(plan_runs(variant, store, prepare_data=prepare_data))
             steps.append(step)
             previous = step
     return steps
@@ -113,6 +121,11 @@ def run_ablation(steps: Sequence[Step], store: Any, live: bool = False,
     done: dict[tuple[str, int | None], str] = {}
     reader = reader_of(store)
     for step in steps:
+        if step.eval_only:  # one re-score of each base run that completed, with this step's evaluation knobs
+            from golf.launch.evalrun import plan_eval
+
+            parents = [reader_of(store).get(run_id) for run_id in steps[0].run_ids]
+            step.plans = [plan_eval(p, step.sets, store) for p in parents if p is not None and p.status == "completed"]
         for plan in step.plans:
             key = (plan.group_hash, plan.seed)
             run_id = done.get(key) or reader.completed_run_id(plan.group_hash, plan.seed)

@@ -20,6 +20,9 @@ def ablate(
                                                  help="Seeds for every cell (default: the spec's seeds).")] = None,
     label: LabelOption = None,
     cumulative: Annotated[bool, typer.Option("--cumulative", help="Apply the changes one after another.")] = False,
+    eval_only: Annotated[bool, typer.Option(
+        "--eval-only", help="Variants re-score the base runs' artifacts (golf eval: evaluation and TTT knobs only, "
+                            "no retraining).")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show which runs would be reused or launched; launch "
                                                             "none.")] = False,
     min_delta_nats: MinDeltaNatsOption = 0.005,
@@ -53,7 +56,8 @@ def ablate(
     labels = parse_labels(label or [])
     base_spec = load_spec(spec)
     store = Store(db)
-    steps = plan_ablation(base_spec, varies, store, seed_list, cumulative, labels, prepare_data=not dry_run)
+    steps = plan_ablation(base_spec, varies, store, seed_list, cumulative, labels, prepare_data=not dry_run,
+                          eval_only=eval_only)
     for line in noop_warnings(steps, cumulative):
         typer.echo(f"golf: warning: {line}", err=True)
     if dry_run:
@@ -138,6 +142,9 @@ def _print_plan(steps: list[Any], store: Any, fmt: str) -> None:
 
     rows = []
     for step in steps:
+        if step.eval_only:  # planned once the base runs exist: one re-score per base seed
+            rows += [{"change": step.change, "spec": step.spec.name, "seed": plan.seed, "group_hash": None,
+                      "action": "re-score", "run_id": None} for plan in steps[0].plans]
         for plan in step.plans:
             existing = store.completed_run_id(plan.group_hash, plan.seed)
             rows.append({"change": step.change, "spec": step.spec.name, "seed": plan.seed,
