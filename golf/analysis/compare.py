@@ -28,6 +28,7 @@ from golf.analysis.stats import (
 )
 from golf.errors import GolfError
 from golf.output import Col
+from golf.trainer.stages import STAGES
 
 TOKENIZER_RATIO_TOLERANCE = 0.01
 
@@ -41,10 +42,7 @@ class MetricRow:
 
 
 METRIC_ROWS = (
-    MetricRow("pre_quant_bpb", "pre-quant bpb"),
-    MetricRow("post_quant_bpb", "post-quant bpb"),
-    MetricRow("sliding_bpb", "sliding bpb"),
-    MetricRow("post_ttt_bpb", "post-TTT bpb"),
+    *(MetricRow(stage.bpb_field, stage.title) for stage in STAGES),
     MetricRow("final_bpb", "final bpb"),
     MetricRow("final_loss", "final loss (nats)"),
     MetricRow("step_avg_ms", "ms/step", pattern="{:.2f}"),

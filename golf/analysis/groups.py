@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from golf.analysis.stats import Stat, summarize
 from golf.errors import GolfError
+from golf.trainer.stages import BPB_FIELDS, LOSS_FIELDS, STAGES, pre_ttt_stage
 
 if TYPE_CHECKING:
     from golf.store.db import Store
@@ -27,13 +28,13 @@ if TYPE_CHECKING:
 NON_IDENTITY_KEYS = frozenset({"SEED", "RUN_ID", "LOGFILE", "RANK", "LOCAL_RANK", "IS_MAIN_PROCESS", "WORLD_SIZE",
                                "DISTRIBUTED"})
 KINDS = ("run", "experiment", "group", "spec", "record")
-# Metrics a group summarizes (pre_ttt_* are derived: the sliding-window score if present, else post-quant).
+# Metrics a group summarizes: every stage's (golf.trainer.stages), the final score, and pre_ttt_* (derived: the
+# highest pre-TTT stage reached, e.g. the sliding-window score if present, else post-quant).
 SUMMARY_FIELDS = (
-    "pre_quant_bpb", "post_quant_bpb", "sliding_bpb", "post_ttt_bpb", "final_bpb",
-    "pre_quant_loss", "post_quant_loss", "sliding_loss", "post_ttt_loss", "final_loss",
+    *BPB_FIELDS, "final_bpb", *LOSS_FIELDS, "final_loss",
     "step_avg_ms", "steps", "train_time_ms", "eval_time_ms", "total_bytes", "peak_mem_mib",
 )
-BPB_METRICS = ("pre_quant_bpb", "post_quant_bpb", "sliding_bpb", "post_ttt_bpb", "final_bpb", "pre_ttt_bpb")
+BPB_METRICS = (*BPB_FIELDS, "final_bpb", "pre_ttt_bpb")
 
 
 def loss_field(bpb_field: str) -> str:
@@ -60,11 +61,12 @@ class RunRecord(dict):  # type: ignore[type-arg]
             raise AttributeError(name) from None
 
     def value(self, field_name: str) -> Any:
-        """A field, or a derived one: `pre_ttt_bpb`/`pre_ttt_loss` = sliding if present, else post-quant."""
+        """A field, or a derived one: `pre_ttt_bpb`/`pre_ttt_loss` = the highest pre-TTT stage's (sliding if
+        present, else post-quant)."""
         if field_name.startswith("pre_ttt_"):
             unit = field_name.removeprefix("pre_ttt_")
-            sliding = self.get(f"sliding_{unit}")
-            return sliding if sliding is not None else self.get(f"post_quant_{unit}")
+            stage = pre_ttt_stage({s.name for s in STAGES if self.get(f"{s.name}_{unit}") is not None})
+            return self.get(f"{stage}_{unit}") if stage else None
         return self.get(field_name)
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from golf.analysis.stats import MINUS, Stat, delta_text, p_phrase, spread
 from golf.output import markdown_table
+from golf.trainer.stages import STAGES
 
 if TYPE_CHECKING:
     from golf.export.record import Record
@@ -96,10 +97,7 @@ def _mean(values: Sequence[Any]) -> float | None:
 RESULT_COLUMNS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
     ("Steps", "steps", _int),
     ("ms/step", "step_avg_ms", _ms),
-    ("Pre-quant", "pre_quant_bpb", _bpb),
-    ("Post-quant", "post_quant_bpb", _bpb),
-    ("Sliding", "sliding_bpb", _bpb),
-    ("Post-TTT", "post_ttt_bpb", _bpb),
+    *((stage.short[0].upper() + stage.short[1:], stage.bpb_field, _bpb) for stage in STAGES),
 )
 
 

@@ -24,13 +24,13 @@ from rich.text import Text
 from golf.launch.quiet import LineFilter
 from golf.logparse import ParsedRun
 from golf.trainer.limits import BYTES_CAP
+from golf.trainer.stages import STAGES
 
 ECHO_QUEUE_LINES = 10_000
 # Set when golf's output stopped draining (a pipe nobody reads): what golf would print next is skipped, and `golf run`
 # ends without flushing it, so golf never hangs on its own output once the run is recorded.
 OUTPUT_STUCK = threading.Event()
-STAGE_ROWS = (("pre_quant", "pre-quant (trained weights)"), ("post_quant", "post-quant (artifact roundtrip)"),
-              ("sliding", "sliding window"), ("post_ttt", "post-TTT"))
+STAGE_ROWS = tuple((stage.name, stage.live_label) for stage in STAGES)
 
 
 def format_duration(seconds: float | None) -> str:
@@ -49,8 +49,7 @@ def expected_stages(knobs: Mapping[str, str]) -> list[str]:
     def on(key: str) -> bool:
         return str(knobs.get(key, "0")).strip().lower() not in ("", "0", "false", "no", "off")
 
-    return ["pre_quant", "post_quant", *(["sliding"] if on("EVAL_STRIDE") else []),
-            *(["post_ttt"] if on("TTT_ENABLED") else [])]
+    return [stage.name for stage in STAGES if stage.enabled_by is None or on(stage.enabled_by)]
 
 
 def training_done(parsed: ParsedRun) -> bool:
@@ -207,7 +206,7 @@ def summary_renderable(run: Any) -> Group:
     table.add_column("val_bpb", justify="right")
     table.add_column("val_loss", justify="right")
     for stage, label in STAGE_ROWS:
-        bpb, loss = getattr(run, f"{stage}_bpb"), getattr(run, f"{stage}_loss")
+        bpb, loss = getattr(run, f"{stage}_bpb", None), getattr(run, f"{stage}_loss", None)
         if bpb is not None:
             table.add_row(label, f"{bpb:.4f}", f"{loss:.4f}" if loss is not None else "")
     if run.final_bpb is not None:

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from golf.logparse.events import MARKERS, match_event
+from golf.trainer.stages import STAGES, final_stage, stage_of
 
-STAGES = ("pre_quant", "post_quant", "sliding", "post_ttt")
-# The final score is the last stage a run reached, in this order of precedence.
-FINAL_PRECEDENCE = ("post_ttt", "sliding", "post_quant", "pre_quant")
+# The largest integer SQLite stores: a bigger one in a log line is damage (a value no store can hold), not data.
+MAX_INT = 2**63 - 1
 
 _TIMESTAMP = re.compile(r"^\d{10}\.\d{3} ")
-_NUM = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf)"
+_NUM = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|(?i:nan|inf(?:inity)?))"  # NaN, inf, Infinity: any case
 
 # -- step and validation lines: `step:N/M ...` (old) or `N/M ...` (04-01 onward)
 _STEP_HEAD = re.compile(r"^(?:step:\s*(\d+)/(\d+)|(\d+)/(\d+)(?=\s))(.*)$")
@@ -60,7 +60,7 @@ _HP_HEADER = re.compile(r"^Hyperparameters:\s*$")
 # The start of a result, size, memory or stop line: one that gets this far without matching in full is damaged
 # (truncated by a kill, interleaved with another rank's output) and is counted as malformed.
 _DAMAGED = re.compile(
-    r"^(?:[A-Za-z][\w\-. ]*?\s+(?:sliding\s+)?val_loss[:=]\s*[-+.\dn]|"
+    r"^(?:[A-Za-z][\w\-. ]*?\s+(?:sliding\s+)?val_loss[:=]\s*[-+.\dnNiI]|"
     r"Serialized model\b|Total submission size\b|Code size\b|peak memory\b|stopping_early:)"
 )
 _HP_ROW = re.compile(r"^\s{2,}([A-Za-z_][\w]*):\s?(.*)$")
@@ -78,27 +78,6 @@ _OLD_CONFIG_KEYS = {
 }
 # TTT settings some trainers print on their own line after the header (`ttt_lora_alpha: 144.0`): configuration.
 _TTT_SETTING = re.compile(r"^(ttt_[a-z_]+):\s(\S+)$")
-
-
-def stage_of(label: str) -> str | None:
-    """Map an evaluation-result label (any of the challenge's spellings) to a stage, or None."""
-    low = label.strip().lower()
-    low = low.removesuffix("_exact")
-    if "prequant" in low or "pre_quant" in low or "pre-quant" in low or low.startswith("diagnostic") and \
-            "quantized" not in low.replace("pre-quantization", ""):
-        # pre-quantization scores, also after a pre-quant TTT (`post-prequant-ttt`) or a diagnostic pass on the
-        # float weights (`DIAGNOSTIC post_ema`, `DIAGNOSTIC post_sdttt`): none of them is the shipped model's score
-        return "pre_quant"
-    if "ttt" in low:
-        return "post_ttt"
-    if "sliding" in low or "ngram" in low or "mixer" in low:
-        # n-gram caches and expert mixers score on top of the sliding window (printed after the plain sliding line)
-        return "sliding"
-    if "post_ema" in low or "post-ema" in low or low in ("prequant",):
-        return "pre_quant"
-    if "roundtrip" in low or low in ("quantized", "diagnostic quantized", "final_temped"):
-        return "post_quant"
-    return None
 
 
 @dataclass
@@ -163,9 +142,9 @@ class ParsedRun:
             "ttt_time_ms": self.ttt_time_ms,
         }
         for stage in STAGES:
-            value = self.stages.get(stage)
-            out[f"{stage}_bpb"] = value.val_bpb if value else None
-            out[f"{stage}_loss"] = value.val_loss if value else None
+            value = self.stages.get(stage.name)
+            out[stage.bpb_field] = value.val_bpb if value else None
+            out[stage.loss_field] = value.val_loss if value else None
         final = self.final_stage
         out["final_stage"] = final
         out["final_bpb"] = self.stages[final].val_bpb if final else None
@@ -174,7 +153,7 @@ class ParsedRun:
 
     @property
     def final_stage(self) -> str | None:
-        return next((s for s in FINAL_PRECEDENCE if s in self.stages), None)
+        return final_stage(self.stages)
 
     @property
     def complete(self) -> bool:
@@ -303,8 +282,8 @@ class LogParser:
         head = _STEP_HEAD.match(line)
         if not head:
             return False
-        step = int(head.group(1) or head.group(3))
-        total = int(head.group(2) or head.group(4))
+        step = _int(head.group(1) or head.group(3))
+        total = _int(head.group(2) or head.group(4))
         fields = {k: (float(v.replace(",", "")), unit) for k, v, unit in _FIELD.findall(head.group(5))}
         if not fields:
             if head.group(1):  # `step:N/M` with nothing we can read: a damaged line
@@ -319,6 +298,8 @@ class LogParser:
                     self.run.diverged = True
             elif key in ("val_loss", "val_bpb"):
                 row[key] = value
+                if not math.isfinite(value):
+                    self.run.diverged = True
             elif key in ("train_time", "t"):
                 ms = value * 60000.0 if unit == "m" else value * 1000.0 if unit == "s" else value
                 row["train_time_ms"] = ms
@@ -354,6 +335,8 @@ class LogParser:
         loss = float(m.group("loss")) if "loss" in m.groupdict() else None
         bpb_text = m.group("bpb")
         bpb = float(bpb_text)
+        if not math.isfinite(bpb) or (loss is not None and not math.isfinite(loss)):
+            self.run.diverged = True  # an evaluation that scored NaN/inf: the weights diverged
         rest = m.group("rest")
         stage = stage_of(label)
         if label.lower().startswith("final_int8_zlib_roundtrip") and " sliding" in line:
@@ -414,40 +397,40 @@ class LogParser:
             self.run.val_tokens = values["val_tokens"]
 
     def _serialized_line(self, m: re.Match[str]) -> None:
-        self._serialized[m.group("label")] = int(m.group("n"))
+        self._serialized[m.group("label")] = _int(m.group("n"))
 
     def _total_line(self, m: re.Match[str]) -> None:
-        self._totals[m.group("label")] = int(m.group("n"))
+        self._totals[m.group("label")] = _int(m.group("n"))
 
     def _code_line(self, m: re.Match[str]) -> None:
-        self._code[m.group("kind")] = int(m.group("n"))
+        self._code[m.group("kind")] = _int(m.group("n"))
 
     def _alt_size(self, m: re.Match[str]) -> None:
         label = m.group("label").lower()
-        self._serialized[label] = int(m.group("n"))
-        self._totals[label] = int(m.group("total"))
+        self._serialized[label] = _int(m.group("n"))
+        self._totals[label] = _int(m.group("total"))
 
     def _budget(self, m: re.Match[str]) -> None:
-        self._totals["budget"] = int(m.group(1))
+        self._totals["budget"] = _int(m.group(1))
 
     def _artifact_code(self, m: re.Match[str]) -> None:
-        self._code.setdefault(None, int(m.group(1)))
+        self._code.setdefault(None, _int(m.group(1)))
 
     def _peak(self, m: re.Match[str]) -> None:
-        self.run.peak_mem_mib = int(m.group(1))
+        self.run.peak_mem_mib = _int(m.group(1))
         if m.group(2):
-            self.run.peak_mem_reserved_mib = int(m.group(2))
+            self.run.peak_mem_reserved_mib = _int(m.group(2))
 
     def _params(self, m: re.Match[str]) -> None:
-        self.run.model_params = int(m.group(1))
+        self.run.model_params = _int(m.group(1))
 
     def _stop(self, m: re.Match[str]) -> None:
         self.run.stop_reason = m.group(1)
         if m.group(2):
             self.run.train_time_ms = float(m.group(2))
         if m.group(3):
-            self.run.steps = int(m.group(3))
-            self.run.iterations = int(m.group(4))
+            self.run.steps = _int(m.group(3))
+            self.run.iterations = _int(m.group(4))
 
     def _total_eval(self, m: re.Match[str]) -> None:
         self._total_eval_ms = float(m.group(1)) * 1000.0
@@ -469,7 +452,7 @@ class LogParser:
         self.run.evidence.setdefault("prequant_ttt", m.string)
 
     def _breakdown(self, m: re.Match[str]) -> None:
-        self.run.bytes_breakdown = {k: int(v) for k, v in _KV_PAIR.findall(m.group(1))}
+        self.run.bytes_breakdown = {k: _int(v) for k, v in _KV_PAIR.findall(m.group(1))}
 
     def _diverged(self, m: re.Match[str]) -> None:
         self.run.diverged = True
@@ -482,7 +465,7 @@ class LogParser:
         self._eval_mode_sliding = True
 
     def _val_tokens(self, m: re.Match[str]) -> None:
-        self.run.val_tokens = int(m.group(1))
+        self.run.val_tokens = _int(m.group(1))
 
     def _header(self, m: re.Match[str]) -> None:
         self.run.header.update(dict(_KV_PAIR.findall(m.group(1))))
@@ -586,6 +569,14 @@ def _rounds_to(exact: float, short: float) -> bool:
 def _decimals(text: str) -> int:
     """Decimals printed: eight mark an exact value even without the `_exact` suffix (04-01 logs)."""
     return len(text.split(".")[1]) if "." in text else 0
+
+
+def _int(text: str) -> int:
+    """An integer of a log line; ValueError (a malformed line) for one the run store could not hold."""
+    value = int(text)
+    if value > MAX_INT:
+        raise ValueError(f"{text[:30]}: larger than any stored integer")
+    return value
 
 
 def _float(value: str | None) -> float | None:

@@ -6,8 +6,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Optional
 
+from pydantic import create_model
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
+
+from golf.trainer.stages import STAGE_FIELDS
 
 # Bump when a field is added (the store then adds the column to an older runs.db once; see golf.store.schema).
 SCHEMA_VERSION = 4
@@ -20,15 +23,13 @@ def now() -> datetime:
 STATUSES = ("running", "completed", "failed", "interrupted", "diverged", "stalled")
 METRIC_FIELDS = (
     "steps", "iterations", "step_avg_ms", "train_time_ms", "tokens_per_s", "peak_mem_mib", "peak_mem_reserved_mib",
-    "model_params",
-    "pre_quant_bpb", "pre_quant_loss", "post_quant_bpb", "post_quant_loss", "sliding_bpb", "sliding_loss",
-    "post_ttt_bpb", "post_ttt_loss", "final_bpb", "final_loss", "final_stage",
+    "model_params", *STAGE_FIELDS, "final_bpb", "final_loss", "final_stage",
     "model_bytes", "code_bytes", "total_bytes", "quant_label", "eval_time_ms", "ttt_time_ms", "stop_reason",
 )
 
 
-class Run(SQLModel, table=True):
-    __tablename__ = "run"
+class _RunHead(SQLModel):
+    """The run's fields before its stage scores: who, what, where, and the training metrics."""
 
     id: str = Field(primary_key=True, description="short unique id")
     name: str = Field(index=True, unique=True, description="human name, unique (e.g. baseline-s1337)")
@@ -94,14 +95,17 @@ class Run(SQLModel, table=True):
     peak_mem_mib: Optional[int] = None
     peak_mem_reserved_mib: Optional[int] = None
     model_params: Optional[int] = None
-    pre_quant_bpb: Optional[float] = None
-    pre_quant_loss: Optional[float] = None
-    post_quant_bpb: Optional[float] = None
-    post_quant_loss: Optional[float] = None
-    sliding_bpb: Optional[float] = None
-    sliding_loss: Optional[float] = None
-    post_ttt_bpb: Optional[float] = None
-    post_ttt_loss: Optional[float] = None
+
+
+# <stage>_bpb and <stage>_loss for every stage of golf.trainer.stages: a new stage is a new pair of columns, which
+# the store's migration adds to an existing runs.db by itself.
+_RunStages: Any = create_model("_RunStages", __base__=_RunHead,
+                               **{name: (Optional[float], None) for name in STAGE_FIELDS})
+
+
+class Run(_RunStages, table=True):  # type: ignore[misc]
+    __tablename__ = "run"
+
     final_bpb: Optional[float] = Field(default=None, index=True)
     final_loss: Optional[float] = None
     final_stage: Optional[str] = None

@@ -152,9 +152,10 @@ def _table_text(run: Run, steps: list[Step], with_bytes: bool, fmt: str = "table
         ("run dir", run.run_dir), ("log", run.log_path), ("artifact", run.artifact_path),
         ("non-record", run.non_record_reason), ("source", run.source_path if run.source != "golf" else None),
     ]
+    from golf.trainer.stages import STAGES
+
     results = [
-        ("pre_quant_bpb", run.pre_quant_bpb), ("post_quant_bpb", run.post_quant_bpb),
-        ("sliding_bpb", run.sliding_bpb), ("post_ttt_bpb", run.post_ttt_bpb),
+        *((stage.bpb_field, getattr(run, stage.bpb_field)) for stage in STAGES),
         ("final_bpb", f"{run.final_bpb:.8f} ({run.final_stage})" if run.final_bpb is not None else None),
         ("reported_bpb", f"{run.reported_bpb} ({run.reported_stage or 'no parsed stage equals it'})"
          if run.reported_bpb is not None else None), ("total_bytes", run.total_bytes), ("model_bytes", run.model_bytes),
