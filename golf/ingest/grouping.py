@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from golf.analysis.groups import is_identity_key
-from golf.logparse import FINAL_PRECEDENCE, ParsedRun
+from golf.logparse import ParsedRun
+from golf.trainer.stages import BY_PRECEDENCE
 
 # Hyperparameters that name where a run's artifact went: an eval-only log printing the same value re-scores it.
 ARTIFACT_KEYS = ("QUANTIZED_MODEL_PATH", "MODEL_PATH", "ARTIFACT_DIR", "EVAL_ONLY_PATH")
@@ -103,7 +104,8 @@ def reported_stage(groups: dict[str, list[dict[str, float]]], reported: float,
 
 
 def _order(stages: set[str]) -> list[str]:
-    return [s for s in FINAL_PRECEDENCE if s in stages] + sorted(stages - set(FINAL_PRECEDENCE))
+    ranked = [s.name for s in BY_PRECEDENCE]
+    return [s for s in ranked if s in stages] + sorted(stages - set(ranked))
 
 
 def _mean_stage(runs: list[dict[str, float]], reported: float) -> str | None:

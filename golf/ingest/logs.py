@@ -167,6 +167,7 @@ def build_run(store: Any, log: LogFile, parsed: ParsedRun, submission: Submissio
               name: str | None = None, taken: set[str] | None = None) -> tuple[Any, dict]:
     """The Run row (not yet stored) and step rows for one parsed log; `name` keeps a replaced run's name, `taken`
     are names given to runs of this ingest not yet written."""
+    from golf.store.fields import fields_from_parsed
     from golf.store.models import Run
 
     config = env_config(parsed)
@@ -195,7 +196,10 @@ def build_run(store: Any, log: LogFile, parsed: ParsedRun, submission: Submissio
     non_record = parsed.non_record_reason
     if non_record is None and submission is not None and submission.non_record:
         non_record = f"non-record track ({submission.track or 'track_non_record_16mb'})"
-    metrics = parsed.metrics()
+    fields = fields_from_parsed(parsed)
+    fields.update(
+        non_record_reason=non_record,
+        stop_reason=parsed.stop_reason or (None if status != "failed" else "incomplete log (no final score)"))
     run = Run(
         id=log.run_id, name=name, config=config, config_hash=config_hash,
         code_hash=code_hash, group_hash=group_hash, seed=seed, status=status, started_at=_started_at(log, submission),
@@ -206,12 +210,7 @@ def build_run(store: Any, log: LogFile, parsed: ParsedRun, submission: Submissio
         record_github_id=submission.github_id if submission else None,
         record_date=submission.date if submission else None,
         reported_bpb=submission.val_bpb if submission else None,
-        non_record_reason=non_record, malformed_lines=parsed.malformed, bytes_breakdown=parsed.bytes_breakdown,
-        iterations=parsed.iterations, peak_mem_reserved_mib=parsed.peak_mem_reserved_mib,
-        quant_label=parsed.quant_label,
-        log_events=parsed.events or None, compliance=compliance.run_flags(parsed, trainer),
-        stop_reason=parsed.stop_reason or (None if status != "failed" else "incomplete log (no final score)"),
-        **{k: v for k, v in metrics.items() if k not in ("iterations",)},
+        compliance=compliance.run_flags(parsed, trainer), **fields,
     )
     return run, parsed.curve
 

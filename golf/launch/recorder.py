@@ -20,12 +20,12 @@ from typing import Any
 
 from golf.logparse import LogParser, ParsedRun
 from golf.store import Run, Store
+from golf.store.fields import fields_from_parsed
 from golf.store.models import now
 
 STATUS_FILE = "golf_status.json"
 RETRY_MIN_S, RETRY_MAX_S = 0.5, 5.0
 STORE_WAIT_AT_END_S = 75.0  # at the end, how long golf waits for a store that is still unavailable
-EXTRA_METRICS = ("iterations", "peak_mem_reserved_mib", "quant_label", "stop_reason")
 STEP_COLUMNS = ("train_loss", "val_loss", "val_bpb", "train_time_ms", "step_avg_ms")
 _UNSET = object()
 
@@ -51,11 +51,7 @@ def one_line(exc: BaseException) -> str:
 
 def fields_of(parsed: ParsedRun, non_record_reason: str | None = None, parse_errors: int = 0) -> dict[str, Any]:
     """The row's fields a log gives (the same while it streams and when `golf repair` reads it again)."""
-    out = dict(parsed.metrics())
-    for name in EXTRA_METRICS:
-        out[name] = getattr(parsed, name)
-    out["bytes_breakdown"] = parsed.bytes_breakdown
-    out["log_events"] = dict(parsed.events) or None  # e.g. byte_sidecar: enabled on CaseOps data
+    out = fields_from_parsed(parsed)
     out["non_record_reason"] = parsed.non_record_reason or non_record_reason
     out["malformed_lines"] = parsed.malformed + parse_errors
     return out

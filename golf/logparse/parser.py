@@ -55,7 +55,7 @@ _DIVERGED = re.compile(r"^diverged:")
 _NON_RECORD = re.compile(r"^non_record:\s*(.+)$")
 _EVAL_MODE_SLIDING = re.compile(r"^final_eval_mode:\s*sliding_window")
 _KV_LINE = re.compile(r"^([a-z_]+):(\S+)(?:\s+([a-z_]+):(\S+))*\s*$")
-_KV_PAIR = re.compile(r"([a-z_]+):(\S+)")
+_KV_PAIR = re.compile(r"([a-z_][a-z0-9_]*):(\S+)")  # keys may hold digits (code_sha256)
 _HP_HEADER = re.compile(r"^Hyperparameters:\s*$")
 # The start of a result, size, memory or stop line: one that gets this far without matching in full is damaged
 # (truncated by a kill, interleaved with another rank's output) and is counted as malformed.

@@ -36,6 +36,7 @@ from .compressors import (
     unshuffle_bytes,
 )
 from .hparams import Hyperparameters
+from .loglines import bytes_breakdown_line
 from .lqer import LQERSettings, QFactor, lqer_correction, worst_tensors
 from .lqer import correction as lqer_delta
 from .model import GPT, CastedLinear, is_control_tensor
@@ -770,8 +771,8 @@ def write_atomic(path: Path, blob: bytes) -> None:
 
 def breakdown_line(artifact: Artifact, code_bytes: int) -> str:
     """`bytes_breakdown embeddings:N attention:N mlp:N scalars:N other:N overhead:N code:N` (sums to the total)."""
-    parts = [f"{g}:{artifact.sections[g]}" for g in GROUPS]
-    return "bytes_breakdown " + " ".join(parts + [f"overhead:{artifact.overhead}", f"code:{code_bytes}"])
+    return bytes_breakdown_line({**{g: artifact.sections[g] for g in GROUPS}, "overhead": artifact.overhead,
+                                 "code": code_bytes})
 
 
 def build_artifact(model: GPT, cfg: ArtifactConfig, hessians: dict[str, Tensor] | None = None

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from . import loglines
 from .artifact import (
     Artifact,
     ArtifactConfig,
@@ -41,6 +42,7 @@ from .phased_ttt import GlobalSettings, phased_ttt
 from .runtime import Runtime
 from .selfcalib import generate_sequences, rank_share
 from .sliding import WindowScorer, device_tokens
+from .stages import trainer_labels
 from .ttt import TTTSettings, pre_quant_settings, prime_train_step, score_first_ttt, step_rows, train_on_stream
 
 # Scorers built by prime_eval_graphs during the compile warm-up, reused by final_stages (same compiled graph).
@@ -107,20 +109,15 @@ def document_ttt(model: GPT, hp: Hyperparameters, rt: Runtime, val_tokens: torch
 
 
 def log_result(rt: Runtime, label: str, result: EvalResult) -> None:
-    rt.log(f"{label} val_loss:{result.val_loss:.4f} val_bpb:{result.val_bpb:.4f} eval_time:{result.elapsed_ms:.0f}ms")
-    rt.log(f"{label}_exact val_loss:{result.val_loss:.8f} val_bpb:{result.val_bpb:.8f}")
+    for line in loglines.result_lines(label, result.val_loss, result.val_bpb, result.elapsed_ms):
+        rt.log(line)
 
 
 def stage_labels(hp: Hyperparameters) -> dict[str, str]:
     """The result-line label of each stage for these knobs."""
     quant = quant_label(hp)
     comp = compressor_label(hp.compressor, hp.compress_level, hp.byte_shuffle).replace("-", "_")
-    return {
-        "pre_quant": "pre_quant",
-        "post_quant": f"final_{quant}_{comp}_roundtrip",
-        "sliding": f"final_{quant}_sliding_window",
-        "post_ttt": ttt_label(hp, quant),
-    }
+    return trainer_labels(quant, comp, ttt_label(hp, quant))
 
 
 def ttt_label(hp: Hyperparameters, quant: str) -> str:
@@ -143,9 +140,9 @@ def log_sizes(hp: Hyperparameters, rt: Runtime, artifact: Artifact) -> None:
     """The challenge's size lines and golf's byte breakdown of an artifact."""
     label = f"{quant_label(hp)}+{compressor_label(hp.compressor, hp.compress_level, hp.byte_shuffle)}"
     code_bytes, how = shipped_code(hp.code_pack, hp.as_env())
-    rt.log(f"Serialized model {label}: {artifact.size} bytes")
-    rt.log(f"Code size: {code_bytes} bytes ({how})")
-    rt.log(f"Total submission size {label}: {artifact.size + code_bytes} bytes")
+    rt.log(loglines.serialized_line(label, artifact.size))
+    rt.log(loglines.code_size_line(code_bytes, how))
+    rt.log(loglines.total_size_line(label, artifact.size + code_bytes))
     rt.log(breakdown_line(artifact, code_bytes))
 
 
@@ -192,7 +189,7 @@ def final_stages(model: GPT, eval_fn: TokenLossFn, hp: Hyperparameters, rt: Runt
                                  non_record_logged)
     record("pre_quant", plain())
     if hp.ttt_pre_quant:
-        rt.log(f"non_record: {hp.non_record_reason}")
+        rt.log(loglines.non_record_line(hp.non_record_reason))
         non_record_logged = True
         t0 = time.perf_counter()
         steps = train_on_stream(model, tokens, pre_quant_settings(hp), rt, compile_fn)
@@ -256,7 +253,7 @@ def _quantized_stages(model: GPT, hp: Hyperparameters, rt: Runtime, val_tokens: 
             record("post_ttt", out.result)
         else:
             if not non_record_logged:
-                rt.log(f"non_record: {hp.non_record_reason}")
+                rt.log(loglines.non_record_line(hp.non_record_reason))
             rt.sync()
             t0 = time.perf_counter()
             steps = train_on_stream(model, tokens, cfg_ttt, rt, compile_fn)
@@ -264,8 +261,8 @@ def _quantized_stages(model: GPT, hp: Hyperparameters, rt: Runtime, val_tokens: 
                    f"time={time.perf_counter() - t0:.1f}s")
             scored = scorer.evaluate(rt) if scorer is not None else plain()
             record("post_ttt", dataclasses.replace(scored, elapsed_ms=1000.0 * (time.perf_counter() - t0)))
-        rt.log(f"ttt_time:{results['post_ttt'].elapsed_ms:.0f}ms")
+        rt.log(loglines.ttt_time_line(results["post_ttt"].elapsed_ms))
 
     rt.sync()
-    rt.log(f"total_eval_time:{time.perf_counter() - start - reserved_s:.1f}s")
+    rt.log(loglines.total_eval_time_line(time.perf_counter() - start - reserved_s))
     return results

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .limits import TRAIN_BUDGET_S
+from .loglines import hparams_lines
 
 # Replaced by `golf export-record` with the run's knob values, so that the shipped one-file trainer
 # reproduces the run with no env vars set (the environment still overrides these).
@@ -535,7 +536,7 @@ class Hyperparameters:
     def log_lines(self) -> list[str]:
         """The `Hyperparameters:` block in the challenge's format (sorted, 2-space indent)."""
         rows = sorted((k.attr, k.format(self.raw(k.name))) for k in KNOBS)
-        return ["Hyperparameters:"] + [f"  {attr}: {value}" for attr, value in rows]
+        return hparams_lines(rows)
 
 
 # The Knob kind of each field type (the annotation text: this module uses postponed annotations).

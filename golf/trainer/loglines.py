@@ -82,6 +82,11 @@ def result_lines(label: str, val_loss: float, val_bpb: float, eval_ms: float) ->
             f"{label}_exact val_loss:{val_loss:.8f} val_bpb:{val_bpb:.8f}"]
 
 
+def ttt_done_line(val_loss: float, val_bpb: float, elapsed_s: float) -> str:
+    """Score-first TTT's own summary (the community's `ttt_sliding:done` line: a post-TTT score and the loop's time)."""
+    return f"ttt_sliding:done val_loss={val_loss:.6f} val_bpb={val_bpb:.6f} elapsed={elapsed_s:.1f}s"
+
+
 def ttt_time_line(ttt_ms: float) -> str:
     return f"ttt_time:{ttt_ms:.0f}ms"
 

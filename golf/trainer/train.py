@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import finish
+from . import finish, loglines
 from .artifact import gptq_reserve_line
 from .attention import fa4_version, resolve_backend
 from .bpb import SIDECAR_PATTERN, load_byte_sidecar, load_luts
@@ -160,13 +160,12 @@ class Trainer:
                 rt.sync()
                 train_ms += 1000.0 * (time.perf_counter() - t0)
                 result = self.validate(val_tokens, luts)
-                rt.log(f"step:{step}/{hp.iterations} val_loss:{result.val_loss:.4f} val_bpb:{result.val_bpb:.4f} "
-                       f"train_time:{train_ms:.0f}ms step_avg:{train_ms / max(step, 1):.2f}ms")
+                rt.log(loglines.val_step_line(step, hp.iterations, result.val_loss, result.val_bpb, train_ms))
                 rt.sync()
                 t0 = time.perf_counter()
             if last:
                 if stop_after is not None and step < hp.iterations:
-                    rt.log(f"stopping_early: wallclock_cap train_time:{train_ms:.0f}ms step:{step}/{hp.iterations}")
+                    rt.log(loglines.stopping_early_line(train_ms, step, hp.iterations))
                 break
             elapsed = train_ms + 1000.0 * (time.perf_counter() - t0)
             lr_mul = self.schedule(step, elapsed)
@@ -191,8 +190,7 @@ class Trainer:
                 mean_loss = (rt.all_reduce(loss.detach().clone()) / rt.world_size).item()  # the global batch's
             approx_ms = train_ms + 1000.0 * (time.perf_counter() - t0)
             if logged:
-                rt.log(f"step:{step}/{hp.iterations} train_loss:{mean_loss:.4f} train_time:{approx_ms:.0f}ms "
-                       f"step_avg:{approx_ms / step:.2f}ms")
+                rt.log(loglines.train_step_line(step, hp.iterations, mean_loss, approx_ms))
             if step % NONFINITE_CHECK_EVERY == 0 or step <= 10 or step == hp.iterations:
                 self._check_finite(nonfinite, step)
             reached = self.cap_ms is not None and approx_ms >= self.cap_ms
@@ -203,8 +201,8 @@ class Trainer:
                 stop_after = step
         self._check_finite(nonfinite, step)
         if rt.is_cuda:
-            rt.log(f"peak memory allocated: {torch.cuda.max_memory_allocated() // 2**20} MiB "
-                   f"reserved: {torch.cuda.max_memory_reserved() // 2**20} MiB")
+            rt.log(loglines.peak_memory_line(torch.cuda.max_memory_allocated() // 2**20,
+                                             torch.cuda.max_memory_reserved() // 2**20))
         self.train_ms = train_ms  # the training clock at the end: GPTQ calibration is counted against the same cap
         return loader, step
 
@@ -222,7 +220,7 @@ class Trainer:
         """One host sync every few steps (not every step): stop a run whose loss went non-finite."""
         bad = self.rt.all_reduce(flag.to(torch.int32), op=torch.distributed.ReduceOp.MAX)
         if bool(bad.item()):
-            self.rt.log(f"diverged: non-finite train_loss by step:{step}/{self.hp.iterations}")
+            self.rt.log(loglines.diverged_line(step, self.hp.iterations))
             self.rt.close()
             sys.exit(DIVERGED_EXIT)
 
@@ -230,12 +228,12 @@ class Trainer:
 def log_header(hp: Hyperparameters, rt: Runtime, trainer: Trainer) -> None:
     for line in hp.log_lines():
         rt.log(line)
-    rt.log(f"golf_trainer: version:{GOLF_VERSION} code_sha256:{code_hash()[:16]} run_id:{hp.run_id}")
+    rt.log(loglines.trainer_id_line(GOLF_VERSION, code_hash()[:16], hp.run_id))
     for line in environment_lines(rt):
         rt.log(line)
     info = describe(trainer.model)
-    rt.log(f"model_params:{info['model_params']}")
-    rt.log(f"attention:{trainer.attention} requested:{hp.attn_backend} flash_attn_4:{fa4_version() or 'none'}")
+    rt.log(loglines.model_params_line(info["model_params"]))
+    rt.log(loglines.attention_line(trainer.attention, hp.attn_backend, fa4_version()))
     if hp.doc_attention:
         kernel = "flex_block_mask" if rt.is_cuda else "blockwise_sdpa"
         rt.log(f"doc_attention:enabled kernel:{kernel} max_span:{hp.train_seq_len} loader:packed")
@@ -246,11 +244,13 @@ def log_header(hp: Hyperparameters, rt: Runtime, trainer: Trainer) -> None:
         rt.log(f"recurrence:loops:{hp.num_loops} layers:{hp.loop_start}-{hp.loop_end} "
                f"virtual_layers:{info['virtual_layers']} active_from_start:{trainer.model.recur_active} "
                f"encoder:{enc} decoder:{dec}")
-    rt.log(f"world_size:{rt.world_size} grad_accum_steps:{trainer.accum}")
-    rt.log(f"attention_mode:gqa num_heads:{hp.num_heads} num_kv_heads:{hp.num_kv_heads}")
-    rt.log(f"train_batch_tokens:{hp.train_batch_tokens} train_seq_len:{hp.train_seq_len} iterations:{hp.iterations} "
-           f"warmup_steps:{hp.warmup_steps} max_wallclock_seconds:{hp.max_wallclock_seconds:.3f}")
-    rt.log(f"seed:{hp.seed}")
+    rt.log(loglines.settings_line({"world_size": rt.world_size, "grad_accum_steps": trainer.accum}))
+    rt.log(loglines.settings_line({"attention_mode": "gqa", "num_heads": hp.num_heads,
+                                   "num_kv_heads": hp.num_kv_heads}))
+    rt.log(loglines.settings_line({"train_batch_tokens": hp.train_batch_tokens, "train_seq_len": hp.train_seq_len,
+                                   "iterations": hp.iterations, "warmup_steps": hp.warmup_steps,
+                                   "max_wallclock_seconds": f"{hp.max_wallclock_seconds:.3f}"}))
+    rt.log(loglines.settings_line({"seed": hp.seed}))
     reserve = gptq_reserve_line(hp)
     if reserve:
         rt.log(reserve)
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         rt.log(f"train_loader:dataset:{_dataset_name(hp.data_path)} "
                f"train_shards:{len(shard_files(hp.data_path, 'train'))}")
-        rt.log(f"val_loader:shards pattern={hp.data_path}/fineweb_val_*.bin tokens:{val_tokens.numel() - 1}")
+        rt.log(loglines.val_tokens_line(f"{hp.data_path}/fineweb_val_*.bin", val_tokens.numel() - 1))
         loader, steps = trainer.fit(val_tokens, luts)
         rt.log(trainer.averager.apply())
         trainer.model.set_recurrence(True)  # the stages evaluate at full depth, as the records do

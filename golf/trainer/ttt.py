@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from .evaluate import EvalResult
 from .hparams import Hyperparameters
+from .loglines import ttt_done_line
 from .model import IGNORE_TARGET
 from .runtime import Runtime
 from .sliding import WindowScorer, first_scored, rank_span
@@ -226,7 +227,7 @@ def score_first_ttt(model: nn.Module, scorer: WindowScorer, cfg: TTTSettings, rt
     loss, tokens, nbytes = (float(v) for v in chunk_sums.sum(dim=0).tolist())
     val_loss, val_bpb = loss / tokens, _ttt_bpb(chunk_sums.sum(dim=0))
     elapsed = time.perf_counter() - start
-    rt.log(f"ttt_sliding:done val_loss={val_loss:.6f} val_bpb={val_bpb:.6f} elapsed={elapsed:.1f}s")
+    rt.log(ttt_done_line(val_loss, val_bpb, elapsed))
     result = EvalResult(val_loss, val_bpb, int(tokens), int(nbytes), 1000.0 * elapsed)
     return TTTResult(result, chunk_sums)
 
