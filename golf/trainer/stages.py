@@ -42,21 +42,22 @@ class Stage:
         return f"{self.name}_loss"
 
 
-# In the order a run goes through them (display order).
+# In the order a run goes through them (display order). Precedences and rule orders are spaced by ten so a new stage
+# fits between two.
 STAGES: tuple[Stage, ...] = (
     Stage("pre_quant", "pre-quant", "pre-quant (trained weights)", 0, "pre_quant", rules=(
         # pre-quantization scores, also after a pre-quant TTT (`post-prequant-ttt`) or a diagnostic pass on the float
         # weights (`DIAGNOSTIC post_ema`, `DIAGNOSTIC post_sdttt`): none of them is the shipped model's score
         (0, r"prequant|pre_quant|pre-quant|^diagnostic(?!.*quantized)"),
-        (3, r"post_ema|post-ema"),
+        (30, r"post_ema|post-ema"),
     )),
-    Stage("post_quant", "post-quant", "post-quant (artifact roundtrip)", 1, "final_{quant}_{comp}_roundtrip",
-          rules=((4, r"roundtrip|^(?:quantized|diagnostic quantized|final_temped)$"),), pre_ttt=True),
+    Stage("post_quant", "post-quant", "post-quant (artifact roundtrip)", 10, "final_{quant}_{comp}_roundtrip",
+          rules=((40, r"roundtrip|^(?:quantized|diagnostic quantized|final_temped)$"),), pre_ttt=True),
     # n-gram caches and expert mixers score on top of the sliding window (printed after the plain sliding line)
-    Stage("sliding", "sliding", "sliding window", 2, "final_{quant}_sliding_window",
-          rules=((2, r"sliding|ngram|mixer"),), enabled_by="EVAL_STRIDE", pre_ttt=True),
+    Stage("sliding", "sliding", "sliding window", 20, "final_{quant}_sliding_window",
+          rules=((20, r"sliding|ngram|mixer"),), enabled_by="EVAL_STRIDE", pre_ttt=True),
     # every other TTT label scores after adapting, so "ttt" wins over "sliding" (`ttt_sliding:done`)
-    Stage("post_ttt", "post-TTT", "post-TTT", 3, "{ttt}_ttt", rules=((1, r"ttt"),), enabled_by="TTT_ENABLED"),
+    Stage("post_ttt", "post-TTT", "post-TTT", 30, "{ttt}_ttt", rules=((10, r"ttt"),), enabled_by="TTT_ENABLED"),
 )
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
 BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
