@@ -12,7 +12,9 @@ from sqlmodel import Field, SQLModel
 
 from golf.trainer.stages import STAGE_FIELDS
 
-# Bump when a field is added (the store then adds the column to an older runs.db once; see golf.store.schema).
+# Bump when a field is added or old rows need a data step (schema.MIGRATIONS[new version]): the version records the
+# migration, and an older golf refuses a newer store. Columns an older store lacks are added whatever the version
+# (golf.store.schema), so a new stage's generated columns need no bump.
 SCHEMA_VERSION = 4
 
 

@@ -15,8 +15,8 @@ def compare(
                                         "name (prefix run:, group:, spec: or record: to force one); the first is "
                                         "the base.")],
     metric: Annotated[str, typer.Option(
-        "--metric", help="bpb metric to test: final_bpb, post_ttt_bpb, sliding_bpb, post_quant_bpb, pre_quant_bpb "
-                         "or pre_ttt_bpb.")] = "final_bpb",
+        "--metric", help="bpb metric to test: final_bpb, pre_ttt_bpb or a stage's <stage>_bpb (pre_quant_bpb, "
+                         "sliding_bpb, ...; an unknown name lists them).")] = "final_bpb",
     all_params: Annotated[bool, typer.Option("--all-params", help="Show every knob, not only those that differ.")
                           ] = False,
     plot: Annotated[bool, typer.Option("--plot", help="Overlay the runs' train-loss curves in the terminal.")] = False,
