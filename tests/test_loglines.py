@@ -125,8 +125,9 @@ SAMPLES: list[tuple[str, tuple]] = [
     ("bytes_breakdown_line", ({"embeddings": 100, "attention": 200, "mlp": 300, "scalars": 4, "other": 5,
                                "overhead": 6, "code": 7},)),
     *[("result_lines", (label, 2.123456789, 1.2345678912, 1401.4))
-      for label in trainer_labels("int6", "brotli", "legal").values()],
-    ("result_lines", (trainer_labels("int8", "zlib", "final_int8")["post_ttt"], 2.0, 1.1, 9.0)),
+      for label in trainer_labels("int6", "brotli", "legal_ttt").values()],
+    ("result_lines", (trainer_labels("int8", "zlib", "final_int8_ttt")["post_ttt"], 2.0, 1.1, 9.0)),
+    ("result_lines", ("quantized_ttt_phased", 2.0, 1.1, 9.0)),
     ("ttt_done_line", (2.123456789, 1.2345678912, 401.27)),
     ("ttt_time_line", (401234.6,)),
     ("total_eval_time_line", (123.45,)),
@@ -143,7 +144,7 @@ def test_each_formatter_round_trips(name: str, args: tuple) -> None:
 
 
 def test_each_stage_label_of_the_trainer_maps_to_its_stage() -> None:
-    for ttt in ("legal", "final_int6"):
+    for ttt in ("legal_ttt", "final_int6_ttt", "quantized_ttt_lora", "quantized_ttt_phased"):
         labels = trainer_labels("int6", "brotli", ttt)
         assert {name: stage_of(label) for name, label in labels.items()} == {s.name: s.name for s in STAGES}
 

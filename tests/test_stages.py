@@ -30,10 +30,10 @@ def test_final_and_pre_ttt_scores_follow_precedence() -> None:
 
 
 def test_trainer_labels_fill_quant_compressor_and_ttt_mode() -> None:
-    assert trainer_labels("int6", "brotli", "legal") == {
+    assert trainer_labels("int6", "brotli", "legal_ttt") == {
         "pre_quant": "pre_quant", "post_quant": "final_int6_brotli_roundtrip",
         "sliding": "final_int6_sliding_window", "post_ttt": "legal_ttt"}
-    assert trainer_labels("int8", "zlib", "final_int8")["post_ttt"] == "final_int8_ttt"
+    assert trainer_labels("int8", "zlib", "final_int8_ttt")["post_ttt"] == "final_int8_ttt"
 
 
 def test_every_consumer_lists_every_stage() -> None:

@@ -24,7 +24,7 @@ class Stage:
     short: str  # its name in tables: `<short> bpb` in compare and show, the README's column
     live_label: str  # the end-of-run summary's row and the status line while it runs
     precedence: int  # the final score is the reached stage with the highest precedence
-    trainer_label: str  # golf's own result-line label; {quant}, {comp} and {ttt} are filled in by the trainer
+    trainer_label: str  # golf's own result-line label; {quant}, {comp} and {ttt} (the TTT mode's) filled by the trainer
     rules: tuple[tuple[int, str], ...] = ()  # (order, regex searched in the label): lowest order tried first
     enabled_by: str | None = None  # the knob that turns it on in golf's trainer (None: always runs)
     pre_ttt: bool = False  # the highest such stage reached is the run's pre-TTT score (ablation tables)
@@ -57,7 +57,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("sliding", "sliding", "sliding window", 20, "final_{quant}_sliding_window",
           rules=((20, r"sliding|ngram|mixer"),), enabled_by="EVAL_STRIDE", pre_ttt=True),
     # every other TTT label scores after adapting, so "ttt" wins over "sliding" (`ttt_sliding:done`)
-    Stage("post_ttt", "post-TTT", "post-TTT", 30, "{ttt}_ttt", rules=((10, r"ttt"),), enabled_by="TTT_ENABLED"),
+    Stage("post_ttt", "post-TTT", "post-TTT", 30, "{ttt}", rules=((10, r"ttt"),), enabled_by="TTT_ENABLED"),
 )
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
 BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
@@ -90,6 +90,6 @@ def pre_ttt_stage(reached: Container[str]) -> str | None:
 
 
 def trainer_labels(quant: str, comp: str, ttt: str) -> dict[str, str]:
-    """Golf's trainer's result-line label per stage: quant `int8`, compressor `zlib`, ttt `legal` (score-first)
-    or `final_int8` (adapt-first)."""
+    """Golf's trainer's result-line label per stage: quant `int8`, compressor `zlib`, ttt the TTT mode's label
+    (`legal_ttt` score-first, `final_int8_ttt` adapt-first, `quantized_ttt_lora` per-document)."""
     return {s.name: s.trainer_label.format(quant=quant, comp=comp, ttt=ttt) for s in STAGES}
