@@ -1,9 +1,5 @@
-"""The trainer's log lines that golf's parser reads: the one place their formats are written.
-
-Every line the trainer prints for the parser (golf.logparse) comes from a function here, in the challenge's formats
-(`../shared/docs/parameter-golf-facts.md` §3); tests/test_loglines.py feeds each one, and every line of a real CPU
-run, back through the parser and checks it reads the values that made it. Standard library only (the trainer ships
-as one file). Precision is part of the format: 4 decimals for losses on short lines, 8 on `_exact` lines.
+"""The trainer's log lines that golf's parser reads, in the challenge's formats: the one place they are written
+(tests/test_loglines.py reads each back, and every line of a CPU run). Stdlib only; precision is part of the format.
 """
 
 from __future__ import annotations

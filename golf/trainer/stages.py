@@ -1,14 +1,7 @@
-"""The evaluation stages: the one registry that the trainer, the log parser, the run store, `golf show`, the live
-summary, `golf compare`, the seed-group summaries and the exported README iterate.
-
-Standard library only (the trainer ships as one file). A stage's scores are stored as `<name>_bpb` / `<name>_loss`
-(columns generated from this list, added to an older runs.db by the store's migration), shown under `title`, and
-found in a log by its `rules`: the result line `<label> val_loss:X val_bpb:Y` belongs to the stage of the first rule,
-in the rules' order over all stages, whose pattern is found in the label (lower case, `_exact` removed). A run's final
-score is the reached stage with the highest `precedence`.
-
-To add a stage: append a Stage here, and have the trainer print its result line (finish.py, `record(name, ...)`);
-see docs/CONTRIBUTING.md.
+"""The evaluation stages: the one registry that the trainer, the parser, the store (`<name>_bpb`/`<name>_loss`
+columns), show, live, compare, group summaries and the exported README iterate. Stdlib only (the trainer ships as one
+file). A result line's label belongs to the stage of the first matching rule, in `order` across all stages; the final
+score is the reached stage of highest `precedence`. Adding a stage: docs/CONTRIBUTING.md.
 """
 
 from __future__ import annotations
