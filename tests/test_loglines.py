@@ -158,7 +158,7 @@ TINY = {
     "EVAL_STRIDE": "32", "EVAL_BATCH_SEQS": "64", "TTT_ENABLED": "1", "TTT_CHUNK_TOKENS": "1024",
     "TTT_EPOCHS": "1", "SEED": "7",
 }
-_NOT_VALUES = {"lines", "unplaced", "events", "evidence", "malformed"}
+_NOT_VALUES = {"lines", "unplaced", "events", "evidence", "line_of", "malformed"}  # bookkeeping and events
 
 
 def _values(run: ParsedRun) -> dict[str, Any]:
