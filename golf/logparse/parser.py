@@ -184,7 +184,7 @@ _NOISE = re.compile(
     r"(?:_step)?[:\s]|warmup:|(?:[A-Z][a-z]{2} ){2}|NVIDIA-SMI|\d+\s*$|exit$|LOG_END)")
 _CODE_LIKE = re.compile(
     r"^(?:def |class |import |from \S+ import|if |elif |else:|for |while |try:|except|finally:|with |return\b|@|"
-    r"\"\"\"|'''|[A-Za-z_][\w.]*\s*(?:[-+*/]?=|\()|\)|\]|\})")
+    r"\"\"\"|'''|[A-Za-z_][\w.]*\s*(?:[-+*/]?=|\()|\)|\]|\}|\{)")
 _UNPLACED_CAP = 500
 
 
