@@ -147,3 +147,13 @@ def test_ablate_eval_only_sweeps_ttt_over_the_base_runs(trained: Any) -> None:
     bad = runner.invoke(app, ["ablate", str(path), "--eval-only", "--vary", "MLP_MULT=3", "--db",
                               str(work / "runs.db")])
     assert bad.exit_code == 2 and "MLP_MULT changes the artifact or the training" in bad.output
+
+
+def test_ls_names_the_parent_of_a_rescore(trained: Any) -> None:
+    work, parent = trained
+    out = runner.invoke(app, ["ls", "--db", str(work / "runs.db"), "--format", "csv"])
+    assert out.exit_code == 0, out.output
+    header, *rows = out.stdout.strip().splitlines()
+    col = header.split(",").index("eval of")
+    by_name = {r.split(",")[1]: r.split(",")[col] for r in rows}
+    assert by_name["same"] == parent["id"] and by_name["smoke-s1337"] == ""

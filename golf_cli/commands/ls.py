@@ -59,6 +59,7 @@ def ls(
         Col("total_bytes", "bytes", fint, justify="right", priority=1), Col("steps", justify="right", priority=4),
         Col("step_avg_ms", "ms/step", fnum(1), justify="right", priority=3),
         Col("group_hash", "group", lambda v: v if fmt == "csv" else v[:8], priority=4),
+        Col("parent_id", "eval of", priority=4),  # a re-score (golf eval): the run whose artifact it scored
         Col("started_at", "started", priority=5), Col("tags", priority=6),
         Col("flags", "flags", (lambda v: ";".join(v)) if fmt == "csv" else (lambda v: ", ".join(v)), priority=2),
     ]
