@@ -89,6 +89,8 @@ CHECKS: dict[str, Callable[[tuple, ParsedRun], None]] = {
     "ttt_time_line": lambda a, run: assert_equal(run.ttt_time_ms, _r(a[0], 0)),
     "total_eval_time_line": lambda a, run: assert_equal(run.eval_time_ms, _r(a[0], 1) * 1000.0),
     "non_record_line": lambda a, run: assert_equal(run.non_record_reason, a[0]),
+    "layer_loop_line": lambda a, run: assert_equal(
+        (run.events["layer_loop_step"], run.events["layer_loop_frac"]), (a[1], _r(a[2], 3))),
 }
 
 
@@ -132,6 +134,8 @@ SAMPLES: list[tuple[str, tuple]] = [
     ("ttt_time_line", (401234.6,)),
     ("total_eval_time_line", (123.45,)),
     ("non_record_line", ("adapt-first TTT trains on the validation tokens",)),
+    ("layer_loop_line", ("enabled", 2178, 0.35, [0, 1, 2, 3, 4, 5, 3, 4], [5, 3, 4, 5, 6, 7, 8, 9, 10])),
+    ("layer_loop_line", ("phase2", 3001, 0.6504, [0, 1, 2], [3, 4])),
 ]
 
 

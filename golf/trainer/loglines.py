@@ -93,3 +93,9 @@ def total_eval_time_line(seconds: float) -> str:
 
 def non_record_line(reason: str) -> str:
     return f"non_record: {reason}"
+
+
+def layer_loop_line(label: str, step: int, frac: float, encoder: list[int], decoder: list[int]) -> str:
+    """The records' recurrence switch: `layer_loop:enabled`, or `phase1`/`phase2` when progressive, with the U-Net
+    encoder and decoder layer order from then on."""
+    return f"layer_loop:{label} step:{step} frac:{frac:.3f} encoder:{encoder} decoder:{decoder}"

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .loglines import layer_loop_line
+
 
 def layer_order(num_layers: int, loop_start: int, loop_end: int, extra_passes: int) -> list[int]:
     """Physical layer per virtual position: the segment loop_start..loop_end repeated `extra_passes` more times."""
@@ -88,4 +90,4 @@ class LoopPlan:
             label = "phase1" if extra_passes < self.num_loops else "phase2"
         else:
             label = "enabled"
-        return f"layer_loop:{label} step:{step} frac:{progress:.3f} encoder:{enc} decoder:{dec}"
+        return layer_loop_line(label, step, progress, enc, dec)
