@@ -19,6 +19,7 @@ from golf.trainer import source as trainer_source
 from golf.trainer.codebytes import shipped_code
 from golf.trainer.hparams import KNOBS, Hyperparameters
 from golf.trainer.onefile import (
+    NOT_BAKED,
     BundleError,
     baked_knobs,
     build_trainer_file,
@@ -105,11 +106,11 @@ def test_baked_knobs_are_the_runs_without_run_id_and_with_challenge_paths() -> N
         "DATA_PATH": "/home/me/golf/data/sample/datasets/sample_sp1024",
         "TOKENIZER_PATH": "/home/me/golf/data/sample/tokenizers/sample_1024_bpe.model"}).as_env()
     baked = baked_literal(build_trainer_file(baked=config))
-    assert "RUN_ID" not in baked
+    assert not set(NOT_BAKED) & set(baked)
     assert baked["DATA_PATH"] == "./data/datasets/fineweb10B_sp8192"
     assert baked["TOKENIZER_PATH"] == "./data/tokenizers/fineweb_8192_bpe.model"
     assert baked["NUM_LAYERS"] == "11" and baked["SEED"] == "42"
-    expected_order = [k.name for k in KNOBS if k.name != "RUN_ID"]
+    expected_order = [k.name for k in KNOBS if k.name not in NOT_BAKED]
     assert list(baked) == expected_order
     # a run on the challenge's own layout keeps its dataset (e.g. a CaseOps variant), made relative
     challenge = baked_knobs({"DATA_PATH": "/data/pg/data/datasets/fineweb10B_sp8192_caseops",

@@ -23,7 +23,7 @@ from golf.export.record import ExportOptions, export_record, published_sample, w
 from golf.launch.plan import code_hash_of
 from golf.store import Run, Store
 from golf.trainer.hparams import Hyperparameters
-from golf.trainer.onefile import build_trainer_file
+from golf.trainer.onefile import NOT_BAKED, build_trainer_file
 from golf_cli.main import app
 
 runner = CliRunner()
@@ -167,7 +167,7 @@ def test_folder_submission_and_readme_hold_the_groups_numbers(store_path: Path, 
     assert baked == {k: v for k, v in {**knobs(1337, **BEST),
                                        "DATA_PATH": "./data/datasets/fineweb10B_sp1024",
                                        "TOKENIZER_PATH": "./data/tokenizers/fineweb_1024_bpe.model"}.items()
-                     if k != "RUN_ID"}
+                     if k not in NOT_BAKED}
     assert (folder / "requirements.txt").read_text().splitlines()[1:] == [
         "numpy", "sentencepiece", "torch  # the runs used torch 2.9.1+cu128"]
     assert (folder / "train_seed42.log").read_text() == (tmp_path / "runs" / "best142" / "train.log").read_text()
@@ -233,7 +233,7 @@ def test_refused_exports_write_nothing(store_path: Path, tmp_path: Path) -> None
     for ref, message in [("ingested", "only runs of golf's bundled trainer"),
                          ("oldcode", "would not be the code that produced these numbers"),
                          ("nolog", "beside the run store); a record ships every log"),
-                         ("nosuch", "no run, group, spec or record named")]:
+                         ("nosuch", "no run, experiment, group, spec or record named")]:
         result = invoke(ref, "--out", str(out), "--db", str(store_path))
         assert result.exit_code == 2 and message in result.output, (ref, result.output)
     assert not out.exists()
