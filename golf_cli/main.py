@@ -25,6 +25,7 @@ COMMANDS = [
     ("ls", "golf_cli.commands.ls", "ls", "Runs"),
     ("eval", "golf_cli.commands.eval", "eval_run", "Runs"),
     ("show", "golf_cli.commands.show", "show", "Runs"),
+    ("logs", "golf_cli.commands.logs", "logs", "Runs"),
     ("rm", "golf_cli.commands.rm", "rm", "Runs"),
     ("repair", "golf_cli.commands.repair", "repair", "Runs"),
     ("data", "golf_cli.commands.data", None, "Runs"),

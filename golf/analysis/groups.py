@@ -386,3 +386,24 @@ def resolve_one_run(store: Store, ref: str) -> Any:
         names = ", ".join(r["name"] for r in group.runs[:6]) + (", …" if len(group.runs) > 6 else "")
         raise GolfError(f"{ref!r} is {group.kind} {group.label} of {len(group.runs)} runs ({names}); name one of them")
     return store.resolve_run(group.runs[0]["id"])
+
+
+def newest_run(store: Store, ref: str) -> Any:
+    """One run (a `Run`) for a command about a single run's progress (`golf logs`): by id, id prefix or name, else
+    of an experiment, group or spec, its newest running run (as a reader sees it: a row whose golf died is not
+    running), else its newest run."""
+    from golf.store.db import RunNotFound
+
+    try:
+        return store.resolve_run(ref)
+    except RunNotFound as not_a_run:
+        try:
+            group = resolve_ref(store, ref)
+        except GolfError:
+            raise not_a_run from None
+    runs = [store.get(r["id"]) for r in group.runs]
+    newest_first = sorted((r for r in runs if r is not None), reverse=True,
+                          key=lambda r: (r.started_at is not None, r.started_at and r.started_at.timestamp(), r.id))
+    if not newest_first:
+        raise GolfError(_unknown_message(store, ref))
+    return next((r for r in newest_first if r.status == "running"), newest_first[0])
