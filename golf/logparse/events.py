@@ -218,7 +218,7 @@ MARKERS = re.compile(
     r"^(?:GPTQ:collecting Hessians|Quantized weights:$|beginning TTT eval timer|ttt_lora:warming up compile|"
     r"Serialize: per-group \w+ compression\.\.\.|Deserialize: per-group \w+ decompression\.\.\.|"
     r"Setting OMP_NUM_THREADS|NCCL version|sdttt:starting|ttt: pre-compil|Loaded EMA weights|"
-    r"gptq:(?:calibrating|building|generating)|TTT eval enabled)")
+    r"gptq:(?:calibrating|building|generating)|TTT eval enabled|raw_model:saved )")
 
 
 def match_event(line: str) -> tuple[Event, dict[str, Any]] | None:

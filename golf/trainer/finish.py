@@ -46,6 +46,7 @@ from .stages import trainer_labels
 from .ttt import TTTSettings, pre_quant_settings, prime_train_step, score_first_ttt, step_rows, train_on_stream
 
 # Scorers built by prime_eval_graphs during the compile warm-up, reused by final_stages (same compiled graph).
+RAW_MODEL_FILE = "final_model_raw.pt"  # SAVE_RAW_MODEL=1
 _FIN_SCORERS: dict[tuple[int, int, int, int, int], WindowScorer] = {}
 
 
@@ -146,6 +147,13 @@ def log_sizes(hp: Hyperparameters, rt: Runtime, artifact: Artifact) -> None:
     rt.log(breakdown_line(artifact, code_bytes))
 
 
+def save_raw_weights(model: GPT, path: Path) -> None:
+    """The model's state dict before quantization, written atomically (torch.save; tensors on the CPU)."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({name: t.detach().cpu().clone() for name, t in model.state_dict().items()}, tmp)
+    tmp.replace(path)
+
+
 def load_weights(model: GPT, state: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         model.load_state_dict(state, strict=True)  # copies in place: compiled graphs keep seeing these tensors
@@ -197,6 +205,9 @@ def final_stages(model: GPT, eval_fn: TokenLossFn, hp: Hyperparameters, rt: Runt
         rt.log(f"ttt_pre_quant:done optimizer=adamw epochs={hp.ttt_epochs} steps={steps} "
                f"time={time.perf_counter() - t0:.1f}s")
 
+    if hp.save_raw_model and rt.is_main:  # the exact weights the artifact below quantizes (fp32, as held)
+        save_raw_weights(model, Path(RAW_MODEL_FILE))
+        rt.log(f"raw_model:saved {RAW_MODEL_FILE}")
     hessians = None
     if hp.use_gptq:
         rt.sync()

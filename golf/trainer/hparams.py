@@ -359,6 +359,8 @@ class Hyperparameters:
     compress_level: int = knob(0, "compressor level (0: the strongest: zlib 9, zstd 22, lzma 9, brotli 11)", "quant",
                                minimum=0, maximum=22)
     byte_shuffle: bool = knob(False, "byte-shuffle tensors before compressing", "quant")
+    save_raw_model: bool = knob(False, "also write the weights the artifact quantizes, unquantized, to "
+                                "final_model_raw.pt (the run folder; read by bench/artifact_compare.py)", "quant")
     code_pack: str = knob("none", "how the shipped train_gpt.py is packed (counts toward code bytes)", "quant",
                           choices=("none", "lzma", "brotli"))
     # -- evaluation
