@@ -101,9 +101,10 @@ def _score(result: Any) -> dict[str, float]:
     return {"val_bpb": result.val_bpb, "val_loss": result.val_loss, "eval_s": result.elapsed_ms / 1000.0}
 
 
-def compare(folder: Path, sets: dict[str, str], save_dir: Path | None = None,
-            log: Any = print) -> dict[str, Any]:
-    """Every figure of the comparison (see the module docstring) as one JSON-ready dict."""
+def compare(folder: Path, sets: dict[str, str], save_dir: Path | None = None, log: Any = print,
+            progress: Any = None) -> dict[str, Any]:
+    """Every figure of the comparison (see the module docstring) as one JSON-ready dict; `progress(out)` is called
+    with the figures so far after each phase (a run cut off by a time limit keeps what it measured)."""
     import torch
 
     from golf.logparse import parse_text
@@ -178,6 +179,8 @@ def compare(folder: Path, sets: dict[str, str], save_dir: Path | None = None,
         hessians = A.collect_hessians(model, batches, base, rt)
         del batches
         out["gptq"] = {"calibration": source, "layers": len(hessians), "seconds": time.perf_counter() - t0}
+        if progress is not None:
+            progress(out)
         log(f"gptq: {len(hessians)} Hessians from {source} in {out['gptq']['seconds']:.1f}s")
     else:
         out["gptq"] = None
@@ -202,6 +205,8 @@ def compare(folder: Path, sets: dict[str, str], save_dir: Path | None = None,
         out["quant"][name] = {"clip_sigmas": cfg.clip_sigmas if name == "sdclip" else None,
                               "clip_search": cfg.clip_search, "quantize_s": seconds, "stats": stats.line(),
                               "post_quant": post, "gap_bpb": post["val_bpb"] - pre["val_bpb"]}
+        if progress is not None:
+            progress(out)
         log(f"{name}: post-quant val_bpb {post['val_bpb']:.6f} gap {post['val_bpb'] - pre['val_bpb']:+.6f}")
     del hessians
 
@@ -228,6 +233,8 @@ def compare(folder: Path, sets: dict[str, str], save_dir: Path | None = None,
         if save_dir is not None:
             save_dir.mkdir(parents=True, exist_ok=True)
             (save_dir / f"sdclip.{name}.ptz").write_bytes(packed.blob)
+        if progress is not None:
+            progress(out)
         log(f"{name}: {packed.size:,} bytes, pack {pack_s:.1f}s, unpack {unpack_s:.1f}s, "
             f"round trip {'exact' if row['roundtrip_exact'] else 'DIFFERS'}")
     out["compress"]["pergroup_minus_brotli_bytes"] = (out["compress"]["pergroup"]["bytes"]
@@ -269,14 +276,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a knob of the run (data paths, GPTQ_CALIBRATION_BATCHES)")
     parser.add_argument("--save-artifacts", type=Path, default=None, metavar="DIR", help="keep the packed files here")
     args = parser.parse_args(argv)
+    def write(result: dict[str, Any]) -> None:
+        tmp = args.out.with_name(args.out.name + ".tmp")
+        tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        tmp.replace(args.out)
+
     try:
-        result = compare(args.run_folder, _sets(args.sets), args.save_artifacts)
+        result = compare(args.run_folder, _sets(args.sets), args.save_artifacts, progress=write)
     except CompareError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(args.out)
+    result["complete"] = True
+    write(result)
     print(table(result))
     return 0
 

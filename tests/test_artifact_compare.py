@@ -95,6 +95,7 @@ def test_compare_figures(trained: Path, tmp_path: Path) -> None:
     from golf.trainer.artifact import unpack
 
     result, blobs = _compare(trained, tmp_path)
+    assert result["complete"] is True
     log = parse_text((trained / "train.log").read_text())
     # the raw weights score as the run's own pre-quant stage did (same weights, same plain evaluation)
     assert result["pre_quant"]["val_bpb"] == pytest.approx(log.stages["pre_quant"].val_bpb, abs=1e-6)
