@@ -22,7 +22,7 @@ from golf.errors import GolfError
 from golf.trainer.hparams import KNOBS_BY_NAME, Hyperparameters, KnobError, closest_knob, parse_overrides
 
 TOP_LEVEL_KEYS = ("name", "extends", "description", "nproc", "seeds", "data", "env", "trainer", "tags", "labels",
-                  "reported", "stall_timeout", "stop_on_divergence")
+                  "reported", "stall_timeout", "stop_on_divergence", "slurm")
 DATA_KEYS = ("path", "tokenizer", "variant")
 # Knobs that golf sets itself for every run: a spec cannot pin them.
 RESERVED_KNOBS = {"SEED": "set seeds with `seeds:` or --seed", "RUN_ID": "golf sets RUN_ID to the run's id"}
@@ -69,6 +69,7 @@ class Spec:
     run_name: str | None = None  # --name: base of the run names instead of `name`
     stall_timeout: float | None = None  # stop a run whose log gets no new line for this many seconds
     stop_on_divergence: bool = False  # stop a run once its loss is NaN/inf (else it is only marked diverged)
+    slurm: dict[str, Any] = field(default_factory=dict)  # a sweep's Slurm jobs (golf.launch.slurm.SlurmOptions keys)
 
     @property
     def bundled(self) -> bool:
@@ -108,6 +109,8 @@ class Spec:
             out["stall_timeout"] = self.stall_timeout
         if self.stop_on_divergence:
             out["stop_on_divergence"] = True
+        if self.slurm:
+            out["slurm"] = dict(self.slurm)
         return out
 
     def to_yaml(self) -> str:
@@ -293,9 +296,10 @@ def _build(raw: dict[str, Any], path: Path | None, origin: Mapping[str, str]) ->
     if not isinstance(stop_on_divergence, bool):
         raise GolfError(f"{at('stop_on_divergence')}: stop_on_divergence: expected true or false, "
                         f"got {_kind(stop_on_divergence)}")
+    slurm = _check_slurm(raw.get("slurm"), f"{at('slurm')}: slurm")
     spec = Spec(name=name, path=path, description=description, nproc=nproc, seeds=seeds, data=data, env=env,
                 trainer=trainer, tags=tags, labels={str(k): str(v) for k, v in labels.items()}, reported=reported,
-                stall_timeout=stall_timeout, stop_on_divergence=stop_on_divergence)
+                stall_timeout=stall_timeout, stop_on_divergence=stop_on_divergence, slurm=slurm)
     _check_resolves(spec, leaf)
     return spec
 
@@ -307,6 +311,16 @@ def check_stall_timeout(value: Any, where: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
         raise GolfError(f"{where}: expected a positive number of seconds (e.g. 600), got {_kind(value)}")
     return float(value)
+
+
+def _check_slurm(value: Any, where: str) -> dict[str, Any]:
+    """The spec's `slurm:` options (for `golf sweep --executor slurm`), validated now, kept as written."""
+    if value is None:
+        return {}
+    from golf.launch.slurm import SlurmOptions
+
+    SlurmOptions.from_mapping(value, where)
+    return {str(k).replace("-", "_"): v for k, v in value.items() if v is not None}
 
 
 def _check_nproc(value: Any, where: str) -> int | str:
