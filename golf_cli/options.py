@@ -43,3 +43,42 @@ def extra_sets(args: list[str], command: str, takes: str) -> list[str]:
             raise GolfError(f"unexpected argument {arg!r}: golf {command} takes {takes}, options, and KEY=VALUE "
                             f"overrides (see golf {command} --help)")
     return list(args)
+
+
+# --executor slurm (golf.launch.slurm): each flag overrides the spec's `slurm:` key of the same name.
+_SLURM = "Slurm (--executor slurm)"
+SlurmPartitionOption = Annotated[Optional[str], typer.Option(
+    "--slurm-partition", metavar="NAME", rich_help_panel=_SLURM,
+    help="Partition of the cells' jobs (default: the spec's slurm.partition, else the cluster's).")]
+SlurmTimeOption = Annotated[Optional[int], typer.Option(
+    "--slurm-time", metavar="MINUTES", rich_help_panel=_SLURM, help="Time limit of each cell's job (default 60).")]
+SlurmAccountOption = Annotated[Optional[str], typer.Option(
+    "--slurm-account", metavar="NAME", rich_help_panel=_SLURM, help="Account the jobs are charged to.")]
+SlurmCpusOption = Annotated[Optional[int], typer.Option(
+    "--slurm-cpus-per-task", metavar="N", rich_help_panel=_SLURM, help="CPUs of each job (per node).")]
+SlurmMemOption = Annotated[Optional[float], typer.Option(
+    "--slurm-mem-gb", metavar="GB", rich_help_panel=_SLURM, help="Memory of each job per node.")]
+SlurmNodesOption = Annotated[Optional[int], typer.Option(
+    "--slurm-nodes", metavar="N", rich_help_panel=_SLURM,
+    help="Nodes per cell (> 1: torchrun's rendezvous on the job's first node).")]
+SlurmJobNameOption = Annotated[Optional[str], typer.Option(
+    "--slurm-job-name", metavar="NAME", rich_help_panel=_SLURM, help="The jobs' name (default golf-<cell id>).")]
+SlurmParamOption = Annotated[Optional[list[str]], typer.Option(
+    "--slurm-param", metavar="KEY=VALUE", rich_help_panel=_SLURM,
+    help="Any other sbatch option, e.g. qos=high or constraint=h200 (repeatable).")]
+SlurmClusterOption = Annotated[Optional[str], typer.Option(
+    "--slurm-cluster", metavar="slurm|local", rich_help_panel=_SLURM,
+    help="local: submitit's local executor runs the jobs on this machine (a dry run of the Slurm path).")]
+
+
+def slurm_flags(partition: str | None = None, time: int | None = None, account: str | None = None,
+                cpus_per_task: int | None = None, mem_gb: float | None = None, nodes: int | None = None,
+                job_name: str | None = None, params: list[str] | None = None,
+                cluster: str | None = None) -> dict[str, object]:
+    """The --slurm-* flags as the mapping golf.launch.slurm.sweep_options lays over the spec's `slurm:` keys."""
+    from golf.launch.slurm import parse_sbatch_params
+
+    extra = parse_sbatch_params(params)
+    return {"partition": partition, "time": time, "account": account, "cpus_per_task": cpus_per_task,
+            "mem_gb": mem_gb, "nodes": nodes, "job_name": job_name, "cluster": cluster,
+            "additional_parameters": extra or None}

@@ -232,3 +232,25 @@ def test_a_specs_slurm_keys_are_validated_and_the_flags_win(workdir: Path) -> No
     with pytest.raises(GolfError) as err:
         load_spec(bad)
     assert str(err.value).startswith("bad.yaml: slurm.partiton: unknown key; did you mean 'partition'?")
+
+
+def test_the_flags_over_the_spec_keys_make_the_options_a_sweep_stores(workdir: Path) -> None:
+    from golf.launch.slurm import sweep_options
+    from golf_cli.options import slurm_flags
+
+    spec_keys = {"partition": "h200", "time": 30, "additional_parameters": {"qos": "low", "constraint": "h200"}}
+    flags = slurm_flags(time=45, account="golfers", params=["qos=high", "exclusive=user"], cluster="local")
+    stored = sweep_options(spec_keys, flags)
+    assert stored == {"partition": "h200", "time": 45, "cpus_per_task": None, "mem_gb": None, "account": "golfers",
+                      "job_name": None, "nodes": 1, "rdzv_port": 29400, "folder": "runs/submitit", "cluster": "local",
+                      "additional_parameters": {"qos": "high", "constraint": "h200", "exclusive": "user"}}
+    import json
+
+    executor = make_executor(json.loads(json.dumps(stored)), cwd=workdir)  # what `golf sweep resume` reads back
+    assert executor.options == SlurmOptions.from_mapping(stored) and executor.folder == workdir / "runs/submitit"
+    for flags, message in [({"params": ["qos"]}, "--slurm-param 'qos': expected KEY=VALUE"),
+                           ({"time": 0}, "--slurm-time: 0: expected a whole number >= 1 (minutes)"),
+                           ({"cluster": "pbs"}, "--slurm-cluster: 'pbs': expected one of slurm, local")]:
+        with pytest.raises(GolfError) as err:
+            sweep_options(spec_keys, slurm_flags(**flags))  # type: ignore[arg-type]
+        assert str(err.value).startswith(message), str(err.value)

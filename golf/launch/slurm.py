@@ -38,7 +38,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -89,11 +89,24 @@ class SlurmOptions:
                 values[key] = _checked(key, value, f"{where}.{raw_key}")
         return cls(**values)
 
-    def merged(self, overrides: Mapping[str, Any] | None, where: str = "--slurm") -> SlurmOptions:
-        """These options with `overrides` (e.g. the CLI's flags over the spec's keys) set where not None."""
-        more = SlurmOptions.from_mapping(overrides, where)
-        given = {k.replace("-", "_") for k, v in (overrides or {}).items() if v is not None}
-        return replace(self, **{k: getattr(more, k) for k in given})
+    def merged(self, flags: Mapping[str, Any] | None) -> SlurmOptions:
+        """These options (a spec's keys) with the command line's `--slurm-KEY` flags over them, where not None;
+        `additional_parameters` are added to the spec's (a flag's value wins)."""
+        values: dict[str, Any] = {}
+        for raw_key, value in (flags or {}).items():
+            key = str(raw_key).replace("-", "_")
+            where = f"--slurm-{key.replace('_', '-')}"
+            if key not in self.key_names():
+                raise GolfError(f"{where}: not a Slurm option; valid: {', '.join(self.key_names())}")
+            if value is not None:
+                values[key] = _checked(key, value, where)
+        if "additional_parameters" in values:
+            values["additional_parameters"] = {**self.additional_parameters, **values["additional_parameters"]}
+        return replace(self, **values)
+
+    def to_mapping(self) -> dict[str, Any]:
+        """Every option as plain JSON values: what a sweep stores on its row and `make_executor` takes back."""
+        return {f.name: (dict(v) if isinstance(v := getattr(self, f.name), dict) else v) for f in fields(self)}
 
     def parameters(self, cell: CellLaunch) -> dict[str, Any]:
         """submitit's AutoExecutor parameters for one cell (the slurm_* ones are ignored by the local cluster)."""
@@ -341,6 +354,25 @@ class SlurmExecutor:
         return SlurmCell(job)
 
 
+def sweep_options(spec_keys: Mapping[str, Any] | None, flags: Mapping[str, Any] | None = None,
+                  where: str = "slurm") -> dict[str, Any]:
+    """The Slurm options of a sweep: its spec's `slurm:` keys, the `--slurm-*` flags over them, validated, as the
+    plain mapping to store on the sweep's row (so `golf sweep resume` rebuilds the same executor)."""
+    return SlurmOptions.from_mapping(spec_keys, where).merged(flags).to_mapping()
+
+
+def parse_sbatch_params(items: Sequence[str] | None, where: str = "--slurm-param") -> dict[str, str]:
+    """`--slurm-param KEY=VALUE` (repeatable): sbatch options submitit has no name for (qos, constraint, ...)."""
+    out: dict[str, str] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise GolfError(f"{where} {item!r}: expected KEY=VALUE, e.g. qos=high or constraint=h200")
+        out[key.strip().replace("-", "_")] = value.strip()
+    return out
+
+
 def make_executor(options: Mapping[str, Any], cwd: str | os.PathLike[str] | None = None) -> SlurmExecutor:
-    """The Slurm executor for a sweep's options (the spec's `slurm:` keys merged with the CLI's --slurm-* flags)."""
+    """The Slurm executor for a sweep's options (`sweep_options`, or any mapping of SlurmOptions keys); `cwd` is
+    the folder the cells run in (runs/ and the submitit folder are relative to it)."""
     return SlurmExecutor(SlurmOptions.from_mapping(options), cwd=cwd)
