@@ -254,3 +254,11 @@ def test_the_flags_over_the_spec_keys_make_the_options_a_sweep_stores(workdir: P
         with pytest.raises(GolfError) as err:
             sweep_options(spec_keys, slurm_flags(**flags))  # type: ignore[arg-type]
         assert str(err.value).startswith(message), str(err.value)
+
+
+def test_without_submitit_the_executor_is_one_line_before_anything_runs(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit now fails as if it were not installed
+    with pytest.raises(GolfError, match=r"^--executor slurm: needs the submitit package \(pip install "
+                                        r"'golf\[slurm\]'\)$"):
+        make_executor({"cluster": "local"})

@@ -306,6 +306,7 @@ class SlurmExecutor:
             raise GolfError(f"--executor slurm: {' and '.join(missing)} not on PATH (submit from a Slurm login node, "
                             "or use cluster: local to run the cells here)")
         self._executor: Any = None
+        self._submitit()  # a missing submitit is an error before a sweep queues anything
 
     def _submitit(self) -> Any:
         if self._executor is None:
