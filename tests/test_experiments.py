@@ -140,3 +140,25 @@ def test_one_run_of_an_experiment_by_its_name(db: Path) -> None:
         resolve_one_run(store, "two")
     code, out, _ = invoke("show", "c-ttt0", "--format", "json", "--db", str(db))
     assert code == 0 and json.loads(out)["name"] == "c-ttt0-s1337"
+
+
+def test_run_or_group_reference_resolves_runs_first(db: Path) -> None:
+    """The one resolver behind show, eval and rm: a run (by id, prefix or name), else the group it names."""
+    from golf.analysis.groups import Group, resolve_run_or_group
+    from golf.store import RunNotFound
+
+    store = Store(db)
+    add(store, "lone-s1", "solo", "s", 0)
+    add(store, "pair-s1", "pair", "p", 1)
+    add(store, "pair-s2", "pair", "p", 2)
+    pair_s1 = resolve_run_or_group(store, "pair-s1")
+    assert isinstance(pair_s1, Run) and pair_s1.experiment == "pair"
+    by_prefix = resolve_run_or_group(store, pair_s1.id[:6])
+    assert isinstance(by_prefix, Run) and by_prefix.id == pair_s1.id
+    solo = resolve_run_or_group(store, "solo")  # an experiment of one seed is that run
+    assert isinstance(solo, Run) and solo.name == "lone-s1"
+    pair = resolve_run_or_group(store, "pair")
+    assert isinstance(pair, Group) and pair.kind == "experiment" and sorted(r["name"] for r in pair.runs) == [
+        "pair-s1", "pair-s2"]
+    with pytest.raises(RunNotFound, match=r"^no run with id or name 'pair-s'; similar: pair-s1, pair-s2$"):
+        resolve_run_or_group(store, "pair-s")

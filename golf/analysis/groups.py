@@ -23,6 +23,7 @@ from golf.trainer.stages import BPB_FIELDS, LOSS_FIELDS, STAGES, pre_ttt_stage
 
 if TYPE_CHECKING:
     from golf.store.db import Store
+    from golf.store.models import Run
 
 # Config keys that never define a group: the seed, the run's id, and per-rank / per-machine bookkeeping.
 NON_IDENTITY_KEYS = frozenset({"SEED", "RUN_ID", "LOGFILE", "RANK", "LOCAL_RANK", "IS_MAIN_PROCESS", "WORLD_SIZE",
@@ -370,9 +371,10 @@ def _unknown_message(reader: Store, ref: str) -> str:
     return f"no run, experiment, group, spec or record named {ref!r}{hexish}{hint}"
 
 
-def resolve_one_run(store: Store, ref: str) -> Any:
-    """One run (a `Run`): by id, id prefix or name, else an experiment, group or spec that holds exactly one run
-    (`golf eval c-ttt0` after `golf run --name c-ttt0`); several runs are a one-line error naming them."""
+def resolve_run_or_group(store: Store, ref: str) -> Run | Group:
+    """What a RUN_OR_GROUP argument names, runs first: a run by id, id prefix or name (a `Run`), else the
+    experiment, group, spec or record it names (a `Group`; one that holds a single run is that `Run`). A reference
+    that names neither raises the run lookup's error (its `similar:` hint)."""
     from golf.store.db import RunNotFound
 
     try:
@@ -382,26 +384,29 @@ def resolve_one_run(store: Store, ref: str) -> Any:
             group = resolve_ref(store, ref)
         except GolfError:
             raise not_a_run from None
-    if len(group.runs) != 1:
-        names = ", ".join(r["name"] for r in group.runs[:6]) + (", …" if len(group.runs) > 6 else "")
-        raise GolfError(f"{ref!r} is {group.kind} {group.label} of {len(group.runs)} runs ({names}); name one of them")
-    return store.resolve_run(group.runs[0]["id"])
+    if len(group.runs) == 1:
+        return store.resolve_run(group.runs[0]["id"])  # an experiment of one seed: that run
+    return group
 
 
-def newest_run(store: Store, ref: str) -> Any:
+def resolve_one_run(store: Store, ref: str) -> Run:
+    """One run (a `Run`): by id, id prefix or name, else an experiment, group or spec that holds exactly one run
+    (`golf eval c-ttt0` after `golf run --name c-ttt0`); several runs are a one-line error naming them."""
+    found = resolve_run_or_group(store, ref)
+    if isinstance(found, Group):
+        names = ", ".join(r["name"] for r in found.runs[:6]) + (", …" if len(found.runs) > 6 else "")
+        raise GolfError(f"{ref!r} is {found.kind} {found.label} of {len(found.runs)} runs ({names}); name one of them")
+    return found
+
+
+def newest_run(store: Store, ref: str) -> Run:
     """One run (a `Run`) for a command about a single run's progress (`golf logs`): by id, id prefix or name, else
     of an experiment, group or spec, its newest running run (as a reader sees it: a row whose golf died is not
     running), else its newest run."""
-    from golf.store.db import RunNotFound
-
-    try:
-        return store.resolve_run(ref)
-    except RunNotFound as not_a_run:
-        try:
-            group = resolve_ref(store, ref)
-        except GolfError:
-            raise not_a_run from None
-    runs = [store.get(r["id"]) for r in group.runs]
+    found = resolve_run_or_group(store, ref)
+    if not isinstance(found, Group):
+        return found
+    runs = [store.get(r["id"]) for r in found.runs]
     newest_first = sorted((r for r in runs if r is not None), reverse=True,
                           key=lambda r: (r.started_at is not None, r.started_at and r.started_at.timestamp(), r.id))
     if not newest_first:

@@ -27,21 +27,17 @@ class Removed:
 
 def plan_removal(refs: Sequence[str], db: str | os.PathLike[str] | None, with_files: bool = False) -> Removal:
     """Every run the references name: a run by id/prefix/name, else every run of the experiment/group/spec."""
-    from golf.analysis.groups import resolve_ref
+    from golf.analysis.groups import Group, resolve_run_or_group
     from golf.store import Store
-    from golf.store.db import RunNotFound
 
     store = Store(db, readonly=True)
     chosen: dict[str, dict[str, Any]] = {}
     for ref in refs:
-        try:
-            run = store.resolve_run(ref)
-            found = store.records("id = ?", (run.id,))
-        except RunNotFound as not_a_run:
-            try:
-                found = [dict(r) for r in resolve_ref(store, ref).runs]
-            except GolfError:
-                raise not_a_run from None
+        named = resolve_run_or_group(store, ref)
+        if isinstance(named, Group):
+            found = [dict(r) for r in named.runs]
+        else:
+            found = store.records("id = ?", (named.id,))
         for record in found:
             chosen.setdefault(record["id"], record)
     running = [r["name"] for r in chosen.values() if r.get("status") == "running"]

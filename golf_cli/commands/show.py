@@ -31,27 +31,18 @@ def show(
 
     Example: golf show smoke-s1337 --bytes
     """
+    from golf.analysis.groups import Group, resolve_run_or_group
     from golf.errors import GolfError
     from golf.output import FORMATS, to_json
     from golf.store import Store, run_to_dict
-    from golf.store.db import RunNotFound
 
     if fmt not in FORMATS:
         raise GolfError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
     store = Store(db, readonly=True)  # never waits on a writer; shows a run whose golf died as failed
-    try:
-        found = store.resolve_run(run)
-    except RunNotFound as not_a_run:
-        from golf.analysis.groups import resolve_ref
-
-        try:
-            group = resolve_ref(store, run)
-        except GolfError:
-            raise not_a_run from None
-        if len(group.runs) != 1:
-            typer.echo(_group_text(group, fmt))
-            return
-        found = store.resolve_run(group.runs[0]["id"])  # an experiment of one seed: that run
+    found = resolve_run_or_group(store, run)
+    if isinstance(found, Group):  # several seeds side by side
+        typer.echo(_group_text(found, fmt))
+        return
     steps = store.steps(found.id)
     if fmt == "json":
         data = run_to_dict(found)
