@@ -1,4 +1,5 @@
-"""Shared fixtures: a run-store path, a tiny dataset in the challenge's layout, the built sample dataset."""
+"""Shared fixtures: a run-store path, a tiny dataset in the challenge's layout, a copy of the trainer code_hash
+reads, the built sample dataset."""
 
 from __future__ import annotations
 
@@ -42,6 +43,19 @@ def tiny_data(tmp_path: Path) -> Path:
     write_shard(shards / "fineweb_train_000000.bin", np.arange(1, 200) % 1024)
     write_shard(shards / "fineweb_val_000000.bin", np.arange(1, 100) % 1024)
     return shards
+
+
+@pytest.fixture
+def trainer_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the trainer package that code_hash reads instead of the real one (edit it to change the code)."""
+    import shutil
+
+    from golf.trainer import source
+
+    folder = tmp_path / "trainer"
+    shutil.copytree(Path(source.__file__).parent, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(source, "trainer_files", lambda: sorted(folder.glob("*.py")))
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ ships that file, so a run stays exportable after the trainer changes; a comment 
 from __future__ import annotations
 
 import hashlib
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ from golf.launch import execute, plan_runs
 from golf.launch.ablate import plan_ablation, run_ablation
 from golf.spec import load_spec
 from golf.store import Store
-from golf.trainer import source
 from golf.trainer.codebytes import KEPT_TRAINER_ENV
 from golf.trainer.onefile import baked_of, build_trainer_file
 
@@ -81,14 +79,6 @@ def test_an_altered_kept_file_is_not_shipped(tmp_path: Path) -> None:
         kept.write_text(older + "# tampered\n")
     with pytest.raises(GolfError, match="would not be the code that produced these numbers"):
         export(path, tmp_path / "out", ref="old")
-
-
-@pytest.fixture
-def trainer_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "trainer"
-    shutil.copytree(Path(source.__file__).parent, folder, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(source, "trainer_files", lambda: sorted(folder.glob("*.py")))
-    return folder
 
 
 def test_ablate_reuses_its_cells_across_a_comment_edit(workdir: Path, tiny_data: Path, db: Path,

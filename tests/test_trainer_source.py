@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from golf.launch.plan import group_hash_of
 from golf.trainer import source
-
-
-@pytest.fixture
-def trainer_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A copy of the trainer package that code_hash reads instead of the real one."""
-    folder = tmp_path / "trainer"
-    shutil.copytree(Path(source.__file__).parent, folder, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(source, "trainer_files", lambda: sorted(folder.glob("*.py")))
-    return folder
 
 
 def _edit(path: Path, old: str, new: str) -> None:
