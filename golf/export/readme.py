@@ -47,12 +47,12 @@ def required_packages(source: str, config: dict[str, str], pack: str) -> list[st
     """PyPI names the shipped trainer needs with this config: every non-stdlib module imported at load, and the lazy
     ones the config reaches (zstandard for COMPRESSOR=zstd, brotli for COMPRESSOR=brotli or a brotli-packed file,
     both for COMPRESSOR=pergroup, whose streams may use either; flash-attn-4 for ATTN_BACKEND=fa4; triton for
-    FUSED_CE_ENABLED=1; any other lazy import is kept, to be safe)."""
+    FUSED_CE_ENABLED=1 or FUSED_MLP_ENABLED=1; any other lazy import is kept, to be safe)."""
     conditional: dict[str, Callable[[], bool]] = {
         "zstandard": lambda: config.get("COMPRESSOR") in ("zstd", "pergroup"),
         "brotli": lambda: config.get("COMPRESSOR") in ("brotli", "pergroup") or pack == "brotli",
         "flash_attn": lambda: config.get("ATTN_BACKEND") == "fa4",
-        "triton": lambda: config.get("FUSED_CE_ENABLED") == "1",
+        "triton": lambda: "1" in (config.get("FUSED_CE_ENABLED"), config.get("FUSED_MLP_ENABLED")),
     }
     modules = imported_modules(source)
     if pack == "brotli":

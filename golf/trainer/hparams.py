@@ -278,6 +278,8 @@ class Hyperparameters:
     smear_gate_width: int = knob(12, "embedding dims the input-dependent SmearGate reads", "technique", minimum=1,
                                  maximum=_MAX_WIDTH)
     fused_ce_enabled: bool = knob(False, "fused softcapped cross-entropy in training (Triton on CUDA)", "technique")
+    fused_mlp_enabled: bool = knob(False, "MLP with LeakyReLU^2 and its derivative in the epilogues of Triton GEMMs, "
+                                   "in training (Triton on CUDA; elsewhere the plain path)", "technique")
     train_loader: str = knob("stream", "training batches: stream (the shards in order, as the challenge's loader) "
                              "or shuffled (random sequences across all shards, seeded, disjoint per rank)", "data",
                              choices=("stream", "shuffled"))

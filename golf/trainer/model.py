@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from .attention import causal_attention
 from .doc_attention import BOS_ID, DocLayout, isolated_attention, layout, segment_span, with_mask
 from .fused_ce import softcapped_ce_mean
+from .fused_mlp import fused_mlp, fused_mlp_available, fused_mlp_runs_on
 from .gates import AttnOutGate, InputSmearGate, SparseAttnGate, gated_skip
 from .hparams import Hyperparameters, KnobError
 from .recurrence import LoopPlan, encoder_decoder
@@ -78,6 +79,7 @@ class ModelConfig:
     smear_gate_enabled: bool
     smear_gate_width: int
     fused_ce_enabled: bool
+    fused_mlp_enabled: bool
     qat_enabled: bool
     late_qat_threshold: float
     mlp_bits: int
@@ -258,8 +260,15 @@ class MLP(nn.Module):
         self.fc = CastedLinear(cfg.model_dim, hidden, qat_bits)
         self.proj = CastedLinear(hidden, cfg.model_dim, qat_bits, zero_init=True)
         self.negative_slope = cfg.negative_slope
+        self.fused = cfg.fused_mlp_enabled and fused_mlp_available()
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.fused and torch.is_grad_enabled() and fused_mlp_runs_on(x) and self.fc.adapter is None \
+                and self.proj.adapter is None:
+            # training only: without a backward, storing h for it would be a wasted write
+            out = fused_mlp(x, self.fc.effective_weight().to(x.dtype), self.proj.effective_weight().to(x.dtype),
+                            self.negative_slope)
+            return out if self.adapter is None else out + self.adapter(x)
         h = self.fc(x)
         h = F.leaky_relu(h, self.negative_slope) if self.negative_slope else torch.relu(h)
         out = self.proj(h.square())

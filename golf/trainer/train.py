@@ -21,6 +21,7 @@ from .bpb import SIDECAR_PATTERN, load_byte_sidecar, load_luts
 from .data import TrainLoader, load_val_tokens
 from .doc_attention import make_train_loader
 from .evaluate import evaluate_plain, val_batch_seqs
+from .fused_mlp import fused_mlp_line
 from .hparams import Hyperparameters, KnobError
 from .model import GPT, describe
 from .optim import LRSchedule, WeightAverager, build_optimizers, muon_momentum, wd_taper
@@ -234,6 +235,9 @@ def log_header(hp: Hyperparameters, rt: Runtime, trainer: Trainer) -> None:
     info = describe(trainer.model)
     rt.log(loglines.model_params_line(info["model_params"]))
     rt.log(loglines.attention_line(trainer.attention, hp.attn_backend, fa4_version()))
+    mlp_line = fused_mlp_line(hp.fused_mlp_enabled, rt.device)
+    if mlp_line:
+        rt.log(mlp_line)
     if hp.doc_attention:
         kernel = "flex_block_mask" if rt.is_cuda else "blockwise_sdpa"
         rt.log(f"doc_attention:enabled kernel:{kernel} max_span:{hp.train_seq_len} loader:packed")
