@@ -256,6 +256,8 @@ def test_requirements_follow_the_imports_and_the_config() -> None:
     # the fused CE's Triton kernels: imported lazily, needed only with the knob on
     assert "triton" in required_packages(text, {"FUSED_CE_ENABLED": "1"}, "none")
     assert "triton" not in required_packages(text, {"FUSED_CE_ENABLED": "0"}, "none")
+    assert "triton" in required_packages(text, {"FUSED_CE_ENABLED": "0", "FUSED_MLP_ENABLED": "1"}, "none")
+    assert "triton" not in required_packages(text, {"FUSED_MLP_ENABLED": "0"}, "none")
 
 
 def test_secret_names_spare_the_knobs() -> None:
