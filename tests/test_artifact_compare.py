@@ -145,3 +145,18 @@ def test_missing_raw_model_is_one_line_exit_2(tmp_path: Path, capsys: pytest.Cap
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "SAVE_RAW_MODEL=1" in err[0]
     assert not (tmp_path / "x.json").exists()
+
+
+def test_cpu_run_row_has_training_with_calibration(trained: Path) -> None:
+    """The CPU run's log -> runs.db fields: the steps' clock plus the GPTQ calibration it printed, within 600 s."""
+    import re
+
+    from golf.logparse import parse_text
+    from golf.store.fields import fields_from_parsed
+
+    text = (trained / "train.log").read_text()
+    row = fields_from_parsed(parse_text(text))
+    calibrated = float(re.search(r"^gptq:calibrated \d+ layers in ([\d.]+)s$", text, re.MULTILINE).group(1))
+    assert row["gptq_time_s"] == pytest.approx(calibrated, abs=0.051)  # the same time, printed to 0.1 s there
+    assert row["train_incl_gptq_s"] == pytest.approx(row["train_time_ms"] / 1000 + row["gptq_time_s"], abs=0.002)
+    assert row["train_fits_budget"] is True

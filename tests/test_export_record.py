@@ -450,3 +450,28 @@ def test_plots_put_figures_in_the_folder_and_the_readme_links_them(store_path: P
     assert "XSA_LAST_N" in (result.folder / "ablation.svg").read_text()
     files = dict((r[0], r[1]) for r in table_rows(readme, "Files"))
     assert files["`curves.svg`"] == f"{len(svg.encode()):,}"
+
+
+def test_train_time_counts_gptq_calibration_and_eval_time_the_records_way(tmp_path: Path) -> None:
+    store = Store(tmp_path / "runs.db")
+    # 598 s of steps fit the budget, the 12.3 s of GPTQ calibration after them do not; the TTT loop (the records'
+    # eval time) fits while golf's total after training does not
+    add_group(store, tmp_path, "gptq", "a5" * 8, train_time_ms=598_000.0, gptq_time_s=12.3, train_incl_gptq_s=610.3,
+              train_fits_budget=False, eval_time_ms=700_000.0, record_eval_time_ms=401_000.0)
+    result = export(tmp_path / "runs.db", tmp_path / "pg", ref="gptq")
+    train, evaluation = check_of(result, "train_time"), check_of(result, "eval_time")
+    assert train.status == "fail" and result.verdict == "fail"
+    assert train.title == "Train time incl. GPTQ/calibration ≤ 600 s"
+    assert "longest 610.3 s" in train.figure and "steps 598.0 s + GPTQ/calibration 12.3 s" in train.figure
+    assert evaluation.status == "pass" and "longest 401.0 s" in evaluation.figure
+    assert "golf's total after training 700.0 s" in evaluation.figure
+    readme = (result.folder / "README.md").read_text()
+    assert "- ❌ **Train time incl. GPTQ/calibration ≤ 600 s**: longest 610.3 s" in readme
+
+
+def test_train_time_with_calibration_inside_the_budget_passes(tmp_path: Path) -> None:
+    store = Store(tmp_path / "runs.db")
+    add_group(store, tmp_path, "fits", "a6" * 8, train_time_ms=588_000.0, gptq_time_s=11.9, train_incl_gptq_s=599.9,
+              train_fits_budget=True)
+    check = check_of(export(tmp_path / "runs.db", tmp_path / "pg", ref="fits"), "train_time")
+    assert check.status == "pass" and "longest 599.9 s" in check.figure

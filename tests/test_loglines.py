@@ -65,6 +65,13 @@ def _check_result(args: tuple, run: ParsedRun) -> None:
     assert stage.eval_time_ms == _r(eval_ms, 0)
 
 
+def _check_train_budget(args: tuple, run: ParsedRun) -> None:
+    train_ms, gptq_ms, _ = args
+    total_s = _r(train_ms + gptq_ms, 0) / 1000.0
+    assert (run.gptq_time_s, run.train_incl_gptq_s) == (_r(gptq_ms, 0) / 1000.0, total_s)
+    assert run.train_fits_budget is (total_s <= 601.0)
+
+
 CHECKS: dict[str, Callable[[tuple, ParsedRun], None]] = {
     "hparams_lines": _check_hparams,
     "trainer_id_line": _check_trainer_id,
@@ -87,6 +94,9 @@ CHECKS: dict[str, Callable[[tuple, ParsedRun], None]] = {
         (run.stages["post_ttt"].val_loss, run.stages["post_ttt"].val_bpb, run.ttt_time_ms),
         (_r(a[0], 6), _r(a[1], 6), _r(a[2], 1) * 1000.0)),
     "ttt_time_line": lambda a, run: assert_equal(run.ttt_time_ms, _r(a[0], 0)),
+    "self_calibration_line": lambda a, run: assert_equal(
+        (run.events["gptq_calib_seqs"], run.events["gptq_calib_generate_s"]), (a[0], _r(a[2], 1))),
+    "train_budget_line": _check_train_budget,
     "total_eval_time_line": lambda a, run: assert_equal(run.eval_time_ms, _r(a[0], 1) * 1000.0),
     "non_record_line": lambda a, run: assert_equal(run.non_record_reason, a[0]),
     "layer_loop_line": lambda a, run: assert_equal(
@@ -132,6 +142,10 @@ SAMPLES: list[tuple[str, tuple]] = [
     ("result_lines", ("quantized_ttt_phased", 2.0, 1.1, 9.0)),
     ("ttt_done_line", (2.123456789, 1.2345678912, 401.27)),
     ("ttt_time_line", (401234.6,)),
+    ("self_calibration_line", (64, 2048, 41.27)),
+    ("train_budget_line", (588012.4, 11874.2, 600.0)),
+    ("train_budget_line", (598000.0, 12300.0, 600.0)),  # over: 610.3 s with calibration
+    ("train_budget_line", (211.0, 0.0, 0.0)),
     ("total_eval_time_line", (123.45,)),
     ("non_record_line", ("adapt-first TTT trains on the validation tokens",)),
     ("layer_loop_line", ("enabled", 2178, 0.35, [0, 1, 2, 3, 4, 5, 3, 4], [5, 3, 4, 5, 6, 7, 8, 9, 10])),

@@ -48,7 +48,10 @@ class SeedFigures:
     model_bytes: int
     code_bytes: int
     train_time_ms: float | None
-    eval_time_ms: float | None
+    eval_time_ms: float | None  # golf's count: every evaluation after training
+    train_incl_gptq_s: float | None = None  # the records' training clock: the steps plus GPTQ calibration
+    gptq_time_s: float | None = None
+    record_eval_time_ms: float | None = None  # the records' count: the final scoring pass (the TTT loop)
 
     @property
     def artifact_bytes(self) -> int:
@@ -64,15 +67,44 @@ def bytes_check(seeds: Sequence[SeedFigures]) -> Check:
     return Check("bytes", f"Artifact ≤ {BYTES_CAP:,} bytes, every seed", "pass" if left >= 0 else "fail", figure)
 
 
-def time_check(key: str, what: str, seeds: Sequence[SeedFigures], track: str) -> Check:
-    title = f"{what.capitalize()} time ≤ {TIME_BUDGET_S:.0f} s"
-    values = [(s.seed, getattr(s, f"{key}_ms")) for s in seeds]
-    missing = [seed for seed, ms in values if ms is None]
+def train_time_check(seeds: Sequence[SeedFigures], track: str) -> Check:
+    """The training clock as the records count it: the steps plus GPTQ calibration (Hessians, self-generated
+    sequences), which must fit the same 600 s. A row from before golf recorded it falls back to the steps' time."""
+    values, notes = [], {}
+    for s in seeds:
+        if s.train_incl_gptq_s is not None:
+            values.append((s.seed, s.train_incl_gptq_s))
+            if s.gptq_time_s and s.train_time_ms is not None:
+                notes[s.seed] = f"steps {s.train_time_ms / 1000:.1f} s + GPTQ/calibration {s.gptq_time_s:.1f} s"
+        else:
+            values.append((s.seed, None if s.train_time_ms is None else s.train_time_ms / 1000))
+            notes[s.seed] = "steps only: no GPTQ/calibration time in the run's row"
+    return _limit_check("train_time", f"Train time incl. GPTQ/calibration ≤ {TIME_BUDGET_S:.0f} s", values, notes,
+                        track)
+
+
+def eval_time_check(seeds: Sequence[SeedFigures], track: str) -> Check:
+    """Evaluation time as the records count it (the final scoring pass: the TTT loop for a TTT result), with
+    golf's total after training beside it; golf's total where the records' count is not in the row."""
+    values, notes = [], {}
+    for s in seeds:
+        ms = s.record_eval_time_ms if s.record_eval_time_ms is not None else s.eval_time_ms
+        values.append((s.seed, None if ms is None else ms / 1000))
+        if s.record_eval_time_ms is None:
+            notes[s.seed] = "golf's total after training: the records' count is not in the run's row"
+        elif s.eval_time_ms is not None:
+            notes[s.seed] = f"golf's total after training {s.eval_time_ms / 1000:.1f} s"
+    return _limit_check("eval_time", f"Evaluation time ≤ {TIME_BUDGET_S:.0f} s, as the records count it (the final "
+                        "scoring pass: the TTT loop)", values, notes, track)
+
+
+def _limit_check(key: str, title: str, values: Sequence[tuple[int, float | None]], notes: dict[int, str],
+                 track: str) -> Check:
+    missing = [seed for seed, s in values if s is None]
     if missing:
-        return Check(f"{key}", title, "warn", f"not in the log of seed {', '.join(map(str, missing))}")
-    seed, worst_ms = max(values, key=lambda sv: sv[1])
-    worst = worst_ms / 1000
-    figure = f"longest {worst:.1f} s (seed {seed})"
+        return Check(key, title, "warn", f"not in the log of seed {', '.join(map(str, missing))}")
+    seed, worst = max(((seed, s) for seed, s in values if s is not None), key=lambda sv: sv[1])
+    figure = f"longest {worst:.1f} s (seed {seed}{': ' + notes[seed] if seed in notes else ''})"
     if worst <= TIME_BUDGET_S + TIME_SLACK_S:
         if worst > TIME_BUDGET_S:
             figure += f"; stops at the first step past the cap (≤ {TIME_SLACK_S:g} s over, as the baseline does)"

@@ -470,7 +470,9 @@ def plan_record(reader: Store, ref: str, opts: ExportOptions) -> Record:
         log_name = f"train_seed{run['seed']}.log"
         redactions[log_name] = redaction.names
         figures = C.SeedFigures(seed=run["seed"], model_bytes=int(run["model_bytes"]), code_bytes=code_bytes,
-                                train_time_ms=run.get("train_time_ms"), eval_time_ms=run.get("eval_time_ms"))
+                                train_time_ms=run.get("train_time_ms"), eval_time_ms=run.get("eval_time_ms"),
+                                train_incl_gptq_s=run.get("train_incl_gptq_s"), gptq_time_s=run.get("gptq_time_s"),
+                                record_eval_time_ms=run.get("record_eval_time_ms"))
         seeds.append(SeedRun(run, run["seed"], figures, log_name, redaction.text))
     baseline, delta = _baseline(reader, group, opts)
     changes, changes_against = _changes(group, baseline)
@@ -492,8 +494,8 @@ def compliance_checks(record: Record) -> list[C.Check]:
     first = record.seeds[0].run
     return [
         C.bytes_check(figures),
-        C.time_check("train_time", "training", figures, record.track),
-        C.time_check("eval_time", "evaluation", figures, record.track),
+        C.train_time_check(figures, record.track),
+        C.eval_time_check(figures, record.track),
         C.seeds_check([s.seed for s in record.seeds], record.duplicates),
         C.significance_check(record.delta, record.rule, record.baseline.label if record.baseline else None,
                              record.track, record.baseline.bpb.n if record.baseline else None, len(record.seeds)),

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from golf.logparse.events import MARKERS, match_event
+from golf.trainer.limits import TIME_SLACK_S, TRAIN_BUDGET_S
 from golf.trainer.stages import STAGES, final_stage, stage_of
 
 # The largest integer SQLite stores: a bigger one in a log line is damage (a value no store can hold), not data.
@@ -113,6 +114,10 @@ class ParsedRun:
     eval_time_ms: float | None = None  # golf's count: every evaluation after training (total_eval_time if printed)
     record_eval_time_ms: float | None = None  # the records' count: the final scoring pass (the TTT loop for TTT)
     ttt_time_ms: float | None = None
+    # the records' training clock: the steps plus GPTQ calibration (Hessians, self-generated sequences), in seconds
+    gptq_time_s: float | None = None
+    train_incl_gptq_s: float | None = None
+    train_fits_budget: bool | None = None  # train_incl_gptq_s within TRAIN_BUDGET_S (+ the step-boundary slack)
     stop_reason: str | None = None
     diverged: bool = False
     non_record_reason: str | None = None
@@ -520,6 +525,7 @@ class LogParser:
                 self._code and run.total_bytes != run.model_bytes + code:
             run.total_bytes = run.model_bytes + code  # logs that count the packed code size add it themselves
         self._eval_totals()
+        self._train_budget()
         if run.steps:
             logged = self.run.curve.get(run.steps, {}).get("step_avg_ms")
             if logged is not None:
@@ -532,6 +538,21 @@ class LogParser:
             batch = _float(run.config.get("train_batch_tokens"))
             if batch:
                 run.tokens_per_s = batch / (run.step_avg_ms / 1000.0)
+
+    def _train_budget(self) -> None:
+        """Training time with GPTQ calibration in it: golf's `train_budget:` line, else (other logs) the training
+        clock plus the calibration times their GPTQ lines print (Hessians, self-generated sequences)."""
+        run, events = self.run, self.run.events
+        if "train_incl_gptq_s" in events:
+            run.gptq_time_s, run.train_incl_gptq_s = events["gptq_time_s"], events["train_incl_gptq_s"]
+        elif run.train_time_ms is not None:
+            parts = [events[k] for k in ("gptq_hessian_s", "gptq_calib_generate_s") if k in events]
+            run.gptq_time_s = sum(parts) if parts else None
+            run.train_incl_gptq_s = run.train_time_ms / 1000.0 + sum(parts)
+        else:
+            run.gptq_time_s = run.train_incl_gptq_s = None
+        run.train_fits_budget = (None if run.train_incl_gptq_s is None
+                                 else run.train_incl_gptq_s <= TRAIN_BUDGET_S + TIME_SLACK_S)
 
     def _eval_totals(self) -> None:
         """golf's eval time (all scoring after training, plus a TTT loop no result line timed) and the records' (the

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 
 # ParsedRun attributes stored under their own name, beside ParsedRun.metrics() (every stage's scores and the final).
 _DIRECT = ("iterations", "peak_mem_reserved_mib", "quant_label", "stop_reason", "bytes_breakdown",
-           "non_record_reason")
+           "non_record_reason", "gptq_time_s", "train_incl_gptq_s", "train_fits_budget")
 
 
 def fields_from_parsed(parsed: ParsedRun) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from golf.trainer.stages import STAGE_FIELDS
 # Bump when a field is added or old rows need a data step (schema.MIGRATIONS[new version]): the version records the
 # migration, and an older golf refuses a newer store. Columns an older store lacks are added whatever the version
 # (golf.store.schema), so a new stage's generated columns need no bump.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def now() -> datetime:
@@ -119,6 +119,12 @@ class Run(_RunStages, table=True):  # type: ignore[misc]
     record_eval_time_ms: Optional[float] = Field(default=None, description="eval time as the records count it: the "
                                                  "final scoring pass (the TTT loop for TTT results)")
     ttt_time_ms: Optional[float] = None
+    gptq_time_s: Optional[float] = Field(default=None, description="GPTQ calibration (Hessians, self-generated "
+                                         "sequences) in seconds: counted against the training budget")
+    train_incl_gptq_s: Optional[float] = Field(default=None, description="training time as the records count it: "
+                                               "the steps plus GPTQ calibration, in seconds")
+    train_fits_budget: Optional[bool] = Field(default=None, description="train_incl_gptq_s within the 600 s "
+                                              "training budget (golf.trainer.limits)")
     stop_reason: Optional[str] = None
 
 

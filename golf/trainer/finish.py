@@ -218,17 +218,15 @@ def final_stages(model: GPT, eval_fn: TokenLossFn, hp: Hyperparameters, rt: Runt
             batches = generate_sequences(model, share, hp.train_seq_len, hp.eval_batch_seqs, rt.device,
                                          hp.seed + 1000 * rt.rank)
             rt.sync()
-            rt.log(f"gptq:self_generated seqs:{hp.gptq_calib_seqs} seq_len:{hp.train_seq_len} "
-                   f"time:{time.perf_counter() - t0:.1f}s")
+            rt.log(loglines.self_calibration_line(hp.gptq_calib_seqs, hp.train_seq_len, time.perf_counter() - t0))
         else:
             batches = calibration_batches(loader, hp, rt.world_size)
         hessians = collect_hessians(model, batches, cfg, rt)
         rt.sync()
         reserved_s = time.perf_counter() - t0
         rt.log(f"gptq:calibrated {len(hessians)} layers in {reserved_s:.1f}s")
-        if train_ms is not None:  # the records' rule: calibration counts against the training clock
-            rt.log(f"train_budget: train_time:{train_ms:.0f}ms gptq_time:{1000 * reserved_s:.0f}ms "
-                   f"total:{train_ms + 1000 * reserved_s:.0f}ms cap:{1000 * hp.max_wallclock_seconds:.0f}ms")
+    if train_ms is not None:  # the records' rule: calibration counts against the training clock (0 without GPTQ)
+        rt.log(loglines.train_budget_line(train_ms, 1000 * reserved_s, hp.max_wallclock_seconds))
 
     path = Path(f"final_model.{quant_label(hp)}.ptz")
     if rt.is_main:

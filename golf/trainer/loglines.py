@@ -83,6 +83,18 @@ def ttt_done_line(val_loss: float, val_bpb: float, elapsed_s: float) -> str:
     return f"ttt_sliding:done val_loss={val_loss:.6f} val_bpb={val_bpb:.6f} elapsed={elapsed_s:.1f}s"
 
 
+def self_calibration_line(seqs: int, seq_len: int, seconds: float) -> str:
+    """GPTQ_CALIB_SEQS: the sequences the model sampled for its own GPTQ calibration, and how long that took."""
+    return f"gptq:self_generated seqs:{seqs} seq_len:{seq_len} time:{seconds:.1f}s"
+
+
+def train_budget_line(train_ms: float, gptq_ms: float, cap_s: float) -> str:
+    """The training clock as the records count it: the steps plus GPTQ calibration (Hessians, self-generation),
+    against the run's cap (0: none)."""
+    return (f"train_budget: train_time:{train_ms:.0f}ms gptq_time:{gptq_ms:.0f}ms total:{train_ms + gptq_ms:.0f}ms "
+            f"cap:{1000 * cap_s:.0f}ms")
+
+
 def ttt_time_line(ttt_ms: float) -> str:
     return f"ttt_time:{ttt_ms:.0f}ms"
 
