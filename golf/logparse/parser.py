@@ -21,17 +21,22 @@ from golf.trainer.stages import STAGES, final_stage, stage_of
 MAX_INT = 2**63 - 1
 
 _TIMESTAMP = re.compile(r"^\d{10}\.\d{3} ")
-_NUM = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|(?i:nan|inf(?:inity)?))"  # NaN, inf, Infinity: any case
+# NaN, inf, Infinity: any case. `\d+(?:\.\d*)?`, not `\d+\.?\d*`: one way to split a digit run, so a long one that
+# fails to end a number costs linear, not quadratic, time (the same numbers match).
+_NUM = r"[-+]?(?:\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|(?i:nan|inf(?:inity)?))"
 
 # -- step and validation lines: `step:N/M ...` (old) or `N/M ...` (04-01 onward)
 _STEP_HEAD = re.compile(r"^(?:step:\s*(\d+)/(\d+)|(\d+)/(\d+)(?=\s))(.*)$")
-# thousands separators appear in the newest step lines (`tok/s: 6,400,000`)
+# thousands separators appear in the newest step lines (`tok/s: 6,400,000`); read by step_fields, not findall
 _FIELD = re.compile(r"([A-Za-z_/]+):\s*(\d{1,3}(?:,\d{3})+(?!\d)|" + _NUM + r")(ms|m|s)?\b")
+_KEY_RUN = re.compile(r"[A-Za-z_/]+")
 
 # -- evaluation results: `<label> val_loss:X val_bpb:Y ...` (also `=` in ttt_sliding:done)
 # The label may carry `:`/`()` (`ttt:done`, `final_int6_lzma_roundtrip(ttt_lora)`) and trailing `key:value` settings
 # (`final_sliding_window_eval stride:64`); some logs print val_bpb alone (`final_sliding_window val_bpb:1.0902 ...`).
-_LABEL = r"(?P<label>[A-Za-z][\w\-.:() ]*?)"
+# The label ends in a non-space (the shortest label that matches always does: `\s+` takes its trailing spaces), so a
+# long run of spaces is crossed once, not once per label length that ends inside it.
+_LABEL = r"(?P<label>[A-Za-z](?:[\w\-.:() ]*?[\w\-.:()])?)"
 _RESULT = re.compile(
     r"^" + _LABEL + r"\s+(?:sliding\s+)?val_loss[:=]\s*(?P<loss>" + _NUM + r")\s+"
     r"(?:sliding\s+)?val_bpb[:=]\s*(?P<bpb>" + _NUM + r")(?P<rest>.*)$"
@@ -56,12 +61,14 @@ _DIVERGED = re.compile(r"^diverged:")
 _NON_RECORD = re.compile(r"^non_record:\s*(.+)$")
 _EVAL_MODE_SLIDING = re.compile(r"^final_eval_mode:\s*sliding_window")
 _KV_LINE = re.compile(r"^([a-z_]+):(\S+)(?:\s+([a-z_]+):(\S+))*\s*$")
-_KV_PAIR = re.compile(r"([a-z_][a-z0-9_]*):(\S+)")  # keys may hold digits (code_sha256)
+# keys may hold digits (code_sha256). A key is tried where a run of key characters starts (leading digits skipped,
+# as a scan would): findall from inside a long run of letters would retry it from every letter (quadratic).
+_KV_PAIR = re.compile(r"(?<![a-z0-9_])[0-9]*([a-z_][a-z0-9_]*):(\S+)")
 _HP_HEADER = re.compile(r"^Hyperparameters:\s*$")
 # The start of a result, size, memory or stop line: one that gets this far without matching in full is damaged
 # (truncated by a kill, interleaved with another rank's output) and is counted as malformed.
 _DAMAGED = re.compile(
-    r"^(?:[A-Za-z][\w\-. ]*?\s+(?:sliding\s+)?val_loss[:=]\s*[-+.\dnNiI]|"
+    r"^(?:[A-Za-z](?:[\w\-. ]*?[\w\-.])?\s+(?:sliding\s+)?val_loss[:=]\s*[-+.\dnNiI]|"
     r"Serialized model\b|Total submission size\b|Code size\b|peak memory\b|stopping_early:)"
 )
 _HP_ROW = re.compile(r"^\s{2,}([A-Za-z_][\w]*):\s?(.*)$")
@@ -289,7 +296,7 @@ class LogParser:
             return False
         step = _int(head.group(1) or head.group(3))
         total = _int(head.group(2) or head.group(4))
-        fields = {k: (float(v.replace(",", "")), unit) for k, v, unit in _FIELD.findall(head.group(5))}
+        fields = {k: (float(v.replace(",", "")), unit) for k, v, unit in step_fields(head.group(5))}
         if not fields:
             if head.group(1):  # `step:N/M` with nothing we can read: a damaged line
                 self.run.malformed += 1
@@ -574,6 +581,23 @@ class LogParser:
             run.record_eval_time_ms = run.stages[final].eval_time_ms
         else:
             run.record_eval_time_ms = None
+
+
+def step_fields(text: str) -> list[tuple[str, str, str]]:
+    """`_FIELD.findall(text)` in linear time. A key that fails where a run of key characters starts fails from every
+    later letter of that run too (same end, same text after it), so the scan goes on after the run, where findall
+    would retry the run once per letter (quadratic in a long run of letters)."""
+    found: list[tuple[str, str, str]] = []
+    pos = 0
+    while (run := _KEY_RUN.search(text, pos)) is not None:
+        field_ = _FIELD.match(text, run.start())
+        if field_ is None:
+            pos = run.end()
+            continue
+        key, value, unit = field_.groups(default="")  # findall's empty string for a missing unit
+        found.append((key, value, unit))
+        pos = field_.end()
+    return found
 
 
 def _clean_label(text: str) -> str:
