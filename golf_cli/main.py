@@ -34,6 +34,8 @@ COMMANDS = [
     ("compare", "golf_cli.commands.compare", "compare", "Decisions"),
     ("ablate", "golf_cli.commands.ablate", "ablate", "Decisions"),
     ("ablation-table", "golf_cli.commands.ablate", "ablation_table", "Decisions"),
+    ("sweep", "golf_cli.commands.sweep", None, "Decisions"),
+    ("queue", "golf_cli.commands.queue", None, "Decisions"),
     ("leaderboard", "golf_cli.commands.leaderboard", "leaderboard", "Decisions"),
     ("plot", "golf_cli.commands.plot", "plot", "Decisions"),
     ("ingest", "golf_cli.commands.ingest", "ingest", "Decisions"),

@@ -37,6 +37,10 @@ class CellHandle(Protocol):
 
 
 class Executor(Protocol):
+    """`pins_gpus` (optional, default False): the scheduler packs cells onto GPU ids itself and passes each its
+    CUDA_VISIBLE_DEVICES and rendezvous endpoint (local lanes); otherwise it only caps the cells in flight at
+    `--lanes` and the executor places them (Slurm)."""
+
     name: str  # "local" or "slurm", stored on the queue row
 
     def submit(self, cell: CellLaunch) -> CellHandle:
@@ -45,3 +49,26 @@ class Executor(Protocol):
     def reattach(self, job_id: str) -> CellHandle | None:
         """The handle of a cell started by an earlier golf (for `golf sweep resume`), or None when it is gone."""
         ...
+
+
+# name -> module:class. An executor's module is imported only when a sweep uses it (the Slurm one needs submitit).
+EXECUTORS = {"local": "golf.launch.lanes:LocalLanesExecutor", "slurm": "golf.launch.slurm:SlurmExecutor"}
+
+
+def executor_named(name: str, **options: object) -> Executor:
+    """The executor `--executor NAME` asks for, built with its options (GolfError for an unknown or absent one)."""
+    import importlib
+
+    from golf.errors import GolfError
+
+    target = EXECUTORS.get(name)
+    if target is None:
+        raise GolfError(f"--executor {name}: expected one of {', '.join(EXECUTORS)}")
+    module_name, _, class_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:  # the executor is there but a library it needs is not (submitit)
+            raise GolfError(f"--executor {name}: needs the {exc.name} package (pip install {exc.name})") from None
+        raise GolfError(f"--executor {name}: not available in this golf ({module_name} is not installed)") from None
+    return getattr(module, class_name)(**options)

@@ -30,6 +30,9 @@ IDENTITY_EXCLUDED = ("SEED", "RUN_ID", *PATH_KNOBS)
 EVAL_ONLY_IDENTITY = "recorded artifact"
 # NVLink multicast (NVLS) is forbidden on the shared multi-GPU hosts; NCCL would fail to initialise with it.
 BASE_ENV = {"PYTHONUNBUFFERED": "1", "NCCL_NVLS_ENABLE": "0"}
+# GOLF_LAUNCHER=direct starts a community trainer with python itself instead of torchrun (one process): the seam the
+# tests' fake trainers use where a cell is a separate `golf run` process (torchrun's start-up costs seconds on CI).
+LAUNCHER_ENV = "GOLF_LAUNCHER"
 
 
 @dataclass
@@ -267,12 +270,21 @@ def resolve_nproc(nproc: int | str) -> int:
 
 def torchrun_argv(nproc: int, trainer: Path | None = None, nnodes: int = 1, node_rank: int = 0,
                   rdzv_endpoint: str | None = None) -> list[str]:
+    """The launch command. One node without an endpoint is `--standalone` (torchrun picks a free port); with one
+    (a sweep's lane: each its own port, so cells side by side never meet at one rendezvous) it is used as given."""
+    if os.environ.get(LAUNCHER_ENV) == "direct":
+        if trainer is None or nproc != 1 or nnodes != 1:
+            raise GolfError(f"{LAUNCHER_ENV}=direct runs a community trainer (trainer: in the spec) as one process "
+                            "without torchrun; this run needs torchrun")
+        return [sys.executable, str(trainer)]
     argv = [sys.executable, "-m", "torch.distributed.run"]
     if nnodes > 1:
         if not rdzv_endpoint:
             raise GolfError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (the same on every node)")
         argv += ["--nnodes", str(nnodes), "--node-rank", str(node_rank), "--rdzv-backend", "c10d",
                  "--rdzv-endpoint", rdzv_endpoint]
+    elif rdzv_endpoint:
+        argv += ["--nnodes", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", rdzv_endpoint]
     else:
         argv.append("--standalone")
     argv.append(f"--nproc_per_node={nproc}")

@@ -53,10 +53,12 @@ def signal_exit_code(run: Run) -> int:
 
 
 def execute(plan: RunPlan, store: Store, live: bool = True, command: str | None = None,
-            stall_timeout: float | None = None, stop_on_divergence: bool | None = None, verbose: bool = False) -> Run:
+            stall_timeout: float | None = None, stop_on_divergence: bool | None = None, verbose: bool = False,
+            cell_id: str | None = None) -> Run:
     """Run a plan to its end and return its final row. `command` (default: the torchrun command line) is recorded
     as the run's command. `stall_timeout` (seconds without a new log line) and `stop_on_divergence` are the user's
-    rules for stopping a trainer (default: the spec's)."""
+    rules for stopping a trainer (default: the spec's). `cell_id`: the sweep queue's cell this run is (golf sweep
+    finds its run by it)."""
     stall_timeout = plan.spec.stall_timeout if stall_timeout is None else stall_timeout
     stop_on_divergence = plan.spec.stop_on_divergence if stop_on_divergence is None else stop_on_divergence
     run_dir = plan.run_dir.absolute()
@@ -74,7 +76,7 @@ def execute(plan: RunPlan, store: Store, live: bool = True, command: str | None 
         shutil.rmtree(run_dir, ignore_errors=True)
         raise GolfError(f"{run_dir}: cannot write the run folder ({exc.strerror}); nothing was started") from None
     try:
-        row = _create_row(plan, store, run_dir, log_path, command, hashlib.sha256(train_gpt).hexdigest())
+        row = _create_row(plan, store, run_dir, log_path, command, hashlib.sha256(train_gpt).hexdigest(), cell_id)
     except BaseException:
         log.close()
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -245,7 +247,7 @@ def _artifact(run_dir: Path, named: str | None) -> str | None:
 
 
 def _create_row(plan: RunPlan, store: Store, run_dir: Path, log_path: Path, command: str | None,
-                train_gpt_sha256: str | None = None) -> Run:
+                train_gpt_sha256: str | None = None, cell_id: str | None = None) -> Run:
     from sqlalchemy.exc import IntegrityError
 
     provenance = collect()
@@ -260,7 +262,8 @@ def _create_row(plan: RunPlan, store: Store, run_dir: Path, log_path: Path, comm
         command=command or plan.command_line, trainer=plan.trainer, nproc=plan.nproc, pid=os.getpid(),
         run_dir=str(run_dir), log_path=str(log_path), source="golf",
         reported_bpb=float(reported) if isinstance(reported, (int, float)) else None,
-        non_record_reason=plan.non_record_reason, parent_id=plan.parent_id, **provenance.as_fields(),
+        non_record_reason=plan.non_record_reason, parent_id=plan.parent_id, cell_id=cell_id,
+        **provenance.as_fields(),
     )
     unavailable = 0
     for attempt in range(20):

@@ -48,6 +48,7 @@ STALE_REASON = "golf process died (no heartbeat)"
 _STEP_COLUMNS = ("train_loss", "val_loss", "val_bpb", "train_time_ms", "step_avg_ms")
 _RUN_TABLE = Run.__table__  # type: ignore[attr-defined]
 _STEP_TABLE = Step.__table__  # type: ignore[attr-defined]
+_TABLES = ("run", "step", "sweep", "cell")  # the tables read through `columns` (the sweep queue's in golf.launch.queue)
 
 
 class RunNotFound(GolfError):
@@ -61,7 +62,7 @@ def _kinds(table: Any) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
     return of(sa_types.JSON), of(sa_types.DateTime), of(sa_types.Boolean)
 
 
-_DECODE = {t.name: _kinds(t) for t in (_RUN_TABLE, _STEP_TABLE)}
+_DECODE = {t: _kinds(SQLModel.metadata.tables[t]) for t in _TABLES}
 
 
 class Store:
@@ -81,12 +82,12 @@ class Store:
             if found.kind != "golf":
                 raise GolfError(f"{self.path}: an empty file, no run store yet (`golf run SPEC` creates one)")
             self.columns = {t: [c.name for c in SQLModel.metadata.tables[t].columns
-                                if c.name in found.columns.get(t, ())] for t in ("run", "step")}
+                                if c.name in found.columns.get(t, ())] for t in _TABLES}
             self.engine = create_engine("sqlite://", poolclass=NullPool,
                                         creator=lambda: _reader_connection(self.path))
             return
         _check_writable(self.path)
-        self.columns = {t: [c.name for c in SQLModel.metadata.tables[t].columns] for t in ("run", "step")}
+        self.columns = {t: [c.name for c in SQLModel.metadata.tables[t].columns] for t in _TABLES}
         self.engine = create_engine(f"sqlite:///{self.path}", connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
         event.listen(self.engine, "connect", _on_connect)
         if not found.current:
@@ -193,7 +194,24 @@ class Store:
             fixed += done.rowcount
         return fixed
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """A SQLAlchemy connection in one write transaction (committed on leaving), for the other tables' writers
+        (the sweep queue)."""
+        self._writable()
+        with self.engine.begin() as conn:
+            yield conn
+
     # -- reads: rows
+    def table_records(self, table: str, where: str = "1", params: Sequence[Any] = (),
+                      order: str = "rowid") -> list[dict[str, Any]]:
+        """Rows of one of the store's tables as dicts, decoded as `records()` does; none from a store (read
+        read-only) that predates the table."""
+        if not self.columns.get(table):
+            return []
+        sql = f"SELECT {', '.join(self.columns[table])} FROM {table} WHERE {where} ORDER BY {order}"
+        return [_decoded(table, row) for row in self.query(sql, params)]
+
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """Rows of a read-only SQL query (`?` placeholders) as dicts."""
         with self._errors(), self.engine.connect() as conn:

@@ -15,7 +15,7 @@ from golf.trainer.stages import STAGE_FIELDS
 # Bump when a field is added or old rows need a data step (schema.MIGRATIONS[new version]): the version records the
 # migration, and an older golf refuses a newer store. Columns an older store lacks are added whatever the version
 # (golf.store.schema), so a new stage's generated columns need no bump.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6  # 5: compliance accounting columns; 6: the sweep queue (sweep, cell) and Run.cell_id
 
 
 def now() -> datetime:
@@ -81,6 +81,8 @@ class _RunHead(SQLModel):
     malformed_lines: Optional[int] = None
     parent_id: Optional[str] = Field(default=None, index=True,
                                      description="the training run an eval-only run re-scored (ingest, golf eval)")
+    cell_id: Optional[str] = Field(default=None, index=True,
+                                   description="the sweep queue's cell that launched this run (golf sweep)")
     reported_stage: Optional[str] = Field(default=None, description="the stage that equals the record's "
                                           "submission.json val_bpb (ingested)")
     compliance: Optional[list[dict[str, str]]] = Field(
@@ -140,6 +142,67 @@ class Step(SQLModel, table=True):
     val_bpb: Optional[float] = None
     train_time_ms: Optional[float] = None
     step_avg_ms: Optional[float] = None
+
+
+SWEEP_STATES = ("running", "completed", "failed", "interrupted", "cancelled")
+CELL_STATES = ("queued", "running", "completed", "failed", "stalled", "cancelled")
+
+
+class Sweep(SQLModel, table=True):
+    """A planned sweep (golf sweep, golf ablate --lanes): what it varies and how its cells run. Its cells are rows of
+    `cell`, all written before the first one launches, so `golf sweep resume` can pick it up after golf died."""
+
+    __tablename__ = "sweep"
+
+    id: str = Field(primary_key=True, description="short unique id")
+    name: str = Field(index=True, description="the base spec's name")
+    spec_path: Optional[str] = None
+    command: Optional[str] = None
+    cwd: Optional[str] = Field(default=None, description="the folder its cells run in (runs/ is relative to it)")
+    executor: str = Field(default="local", description="where cells run: local (GPU lanes) or slurm")
+    lanes: int = Field(default=1, description="cells run at once")
+    gpu_ids: Optional[list[str]] = Field(default=None, sa_column=Column(JSON),
+                                         description="the GPUs the local lanes share (CUDA_VISIBLE_DEVICES ids)")
+    steps: Optional[list[dict[str, Any]]] = Field(default=None, sa_column=Column(JSON),
+                                                  description="the ablation's rows: [{change, spec_name}]")
+    options: Optional[dict[str, Any]] = Field(default=None, sa_column=Column(JSON),
+                                              description="cumulative, labels, stall_timeout, stop_on_divergence")
+    state: str = Field(default="running", index=True)
+    pid: Optional[int] = Field(default=None, description="pid of the golf process scheduling the sweep")
+    host: Optional[str] = None
+    heartbeat_at: Optional[datetime] = None
+    created_at: datetime = Field(default_factory=now, index=True)
+    ended_at: Optional[datetime] = None
+
+
+class Cell(SQLModel, table=True):
+    """One (spec-with-sets, seed) of a sweep: one `golf run` process, queued until a lane is free."""
+
+    __tablename__ = "cell"
+
+    id: str = Field(primary_key=True, description="<sweep id>.<position>")
+    sweep_id: str = Field(foreign_key="sweep.id", index=True)
+    position: int = Field(description="queue order: seed-major, each seed's base then its variants")
+    step: int = Field(description="the ablation row (0: the base)")
+    spec_name: str
+    spec_path: str
+    sets: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON), description="--set of this cell")
+    argv: list[str] = Field(default_factory=list, sa_column=Column(JSON), description="the cell's golf run command")
+    seed: Optional[int] = None
+    group_hash: Optional[str] = Field(default=None, index=True)
+    gpus: int = Field(default=1, description="GPUs the cell needs (nproc_per_node)")
+    lane: Optional[str] = Field(default=None, description="the GPU ids it ran on")
+    executor: str = "local"
+    job_id: Optional[str] = Field(default=None, description="pid (local) or Slurm job id")
+    state: str = Field(default="queued", index=True)
+    run_id: Optional[str] = Field(default=None, description="the run it launched or reused")
+    reused: bool = False
+    attempts: int = 0
+    exit_code: Optional[int] = None
+    log_path: Optional[str] = Field(default=None, description="the cell process's own output")
+    queued_at: datetime = Field(default_factory=now)
+    started_at: Optional[datetime] = None
+    ended_at: Optional[datetime] = None
 
 
 class Meta(SQLModel, table=True):

@@ -26,7 +26,7 @@ from golf.store.models import SCHEMA_VERSION
 # ones, say). Append, never edit. Adding a column needs no entry here: the column itself is added from models.py.
 MIGRATIONS: dict[int, Sequence[str]] = {}
 
-GOLF_TABLES = ("meta", "run", "step")
+GOLF_TABLES = ("meta", "run", "step", "sweep", "cell")
 
 
 @dataclass

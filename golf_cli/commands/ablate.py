@@ -25,6 +25,11 @@ def ablate(
                             "no retraining).")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show which runs would be reused or launched; launch "
                                                             "none.")] = False,
+    lanes: Annotated[Optional[str], typer.Option(
+        "--lanes", metavar="N|auto", help="Run the cells as a sweep (queued in runs.db, resumable): N at once, each "
+                                          "on its own GPUs; auto: one lane per visible GPU (see golf sweep).")] = None,
+    executor: Annotated[str, typer.Option("--executor", metavar="local|slurm",
+                                          help="With --lanes: where cells run.")] = "local",
     min_delta_nats: MinDeltaNatsOption = 0.005,
     alpha: AlphaOption = 0.01,
     fmt: FormatOption = "table",
@@ -36,6 +41,9 @@ def ablate(
     a failed or interrupted one runs again.
     Rows: Δ pre-TTT, Δ post-TTT (or the final stage), Δ bytes, Δ ms/step and the
     one-sided Welch p against the base (against the row above with --cumulative).
+
+    With --lanes the cells go through the sweep queue (golf sweep, golf queue): N at once,
+    resumable with `golf sweep resume`.
 
     Example: golf ablate specs/smoke.yaml --vary MLP_MULT=3,4 --seeds 1337,42
     """
@@ -51,7 +59,7 @@ def ablate(
 
     if fmt not in FORMATS:
         raise GolfError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
-    seed_list = _parse_seeds(seeds)
+    seed_list = parse_seeds(seeds)
     varies = parse_vary(vary)
     labels = parse_labels(label or [])
     base_spec = load_spec(spec)
@@ -60,6 +68,14 @@ def ablate(
                           eval_only=eval_only)
     for line in noop_warnings(steps, cumulative):
         typer.echo(f"golf: warning: {line}", err=True)
+    if lanes is not None:  # through the sweep queue (golf sweep): the same cells, resumable, in parallel lanes
+        from golf.store import resolve_db_path
+        from golf_cli.commands.sweep import launch_sweep
+
+        launch_sweep(steps, store, db_path=resolve_db_path(db), spec_path=spec, base_sets={}, executor_name=executor,
+                     lanes=lanes, cumulative=cumulative, labels=labels, stall_timeout=None,
+                     stop_on_divergence=None, min_delta_nats=min_delta_nats, alpha=alpha, fmt=fmt, dry_run=dry_run)
+        return
     if dry_run:
         _print_plan(steps, store, fmt)
         return
@@ -77,7 +93,7 @@ def ablate(
     live = sys.stdout.isatty() and fmt in ("table", "md")
     report = run_ablation(steps, store, live=live, on_event=event, command=command)
     groups = ablation_groups(steps, store)
-    _print_table(groups, [s.change for s in steps[1:]], cumulative, labels, min_delta_nats, alpha, fmt)
+    print_table(groups, [s.change for s in steps[1:]], cumulative, labels, min_delta_nats, alpha, fmt)
     typer.echo(f"golf ablate: {len(report.reused)} reused, {len(report.launched)} launched, "
                f"{len(report.failed)} failed", err=True)
     if report.failed:
@@ -118,10 +134,10 @@ def ablation_table(
     groups = resolve_refs(db, [base, *variants])
     for line in degenerate_warnings(groups):
         typer.echo(f"golf: warning: {line}", err=True)
-    _print_table(groups, None, cumulative, labels, min_delta_nats, alpha, fmt, columns_)
+    print_table(groups, None, cumulative, labels, min_delta_nats, alpha, fmt, columns_)
 
 
-def _print_table(groups: list[Any], changes: Optional[list[str]], cumulative: bool, labels: dict,
+def print_table(groups: list[Any], changes: Optional[list[str]], cumulative: bool, labels: dict,
                  min_delta_nats: float, alpha: float, fmt: str, pick: Optional[list[str]] = None) -> None:
     from golf.analysis.ablation import ablation_rows, display_columns, display_rows
     from golf.analysis.stats import Rule
@@ -155,7 +171,7 @@ def _print_plan(steps: list[Any], store: Any, fmt: str) -> None:
     typer.echo(render(rows, columns, fmt, title="ablation plan (dry run)"))
 
 
-def _parse_seeds(text: Optional[str]) -> Optional[list[int]]:
+def parse_seeds(text: Optional[str]) -> Optional[list[int]]:
     if text is None:
         return None
     from golf.errors import GolfError

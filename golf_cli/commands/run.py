@@ -42,6 +42,8 @@ def run(
     verbose: Annotated[bool, typer.Option(
         "--verbose", "-v", help="Show every trainer line here, the knob dump and tracebacks too (the log file "
                                 "always has them).")] = False,
+    cell: Annotated[Optional[str], typer.Option(
+        "--cell", metavar="CELL", hidden=True, help="The sweep queue's cell this run is (set by golf sweep).")] = None,
 ) -> None:
     """Run a spec: one torchrun job per seed, streamed live, parsed and recorded in the run store.
 
@@ -89,7 +91,7 @@ def run(
         if len(plans) > 1:
             seed_header(plan, k, len(plans))
         finished = execute(plan, store, live=True, command=command, stall_timeout=stall_timeout,
-                           stop_on_divergence=stop_on_divergence, verbose=verbose)
+                           stop_on_divergence=stop_on_divergence, verbose=verbose, cell_id=cell)
         finished_runs.append(finished)
         print_summary(finished)
         if finished.status == "interrupted":
