@@ -93,6 +93,18 @@ def add_group(store: Store, work: Path, name: str) -> None:
         store.upsert_steps(run.id, {0: {"val_bpb": 4.1}, 100: {"val_bpb": bpb + 0.2}, 200: {"val_bpb": bpb}})
 
 
+def add_sweep(store: Store, work: Path) -> None:
+    """A sweep of one queued cell whose golf is gone (what `golf queue cancel` and `golf sweep resume` name)."""
+    from golf.launch.queue import create_sweep
+
+    spec = str(work / "specs" / "smoke.yaml")
+    create_sweep(store, dict(id="5eed0001", name="smoke", spec_path=spec, cwd=str(work), lanes=1, gpu_ids=["0"],
+                             steps=[{"change": "Base: smoke", "spec_name": "smoke"}]),
+                 [dict(id="5eed0001.0", sweep_id="5eed0001", position=0, step=0, spec_name="smoke", spec_path=spec,
+                       seed=7, group_hash="smoke" * 3 + "s", argv=["golf", "run", spec, "--seed", "7"],
+                       log_path=str(work / "runs" / "sweeps" / "5eed0001.0.log"))])
+
+
 class FakeTrainer:
     """Stands in for golf.launch's execute: the row and the log a finished trainer run leaves."""
 
@@ -149,6 +161,7 @@ def prepared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sample_data: Any) 
     store = Store(work / "runs.db")
     for name in GROUPS:
         add_group(store, work, name)
+    add_sweep(store, work)
     monkeypatch.chdir(work)
     monkeypatch.delenv("GOLF_DB", raising=False)
     monkeypatch.delenv("MATCHED_FINEWEB_REPO_ID", raising=False)
