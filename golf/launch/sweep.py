@@ -90,6 +90,7 @@ class SweepPlan:
 
 def plan_sweep(steps: Sequence[Any], sweep_id: str, *, db_path: Path, spec_path: Path,
                base_sets: Mapping[str, str], executor: str, lanes: int, gpu_ids: list[str] | None,
+               data: str | None = None,
                cumulative: bool = False, labels: Mapping[str, str] | None = None,
                stall_timeout: float | None = None, stop_on_divergence: bool | None = None,
                command: str | None = None, log_dir: Path | None = None) -> SweepPlan:
@@ -120,6 +121,8 @@ def plan_sweep(steps: Sequence[Any], sweep_id: str, *, db_path: Path, spec_path:
             argv = [sys.executable, "-m", "golf_cli.main", "run", str(spec_path), "--seed", str(plan.seed),
                     "--name", step.spec.experiment, "--nproc", str(plan.nproc), "--db", str(db_path),
                     "--cell", cid]
+            if data is not None:  # --data of the sweep: a folder made absolute (cells may run elsewhere)
+                argv += ["--data", data if data == "sample" else str(Path(data).absolute())]
             for key, value in sets.items():
                 argv += ["--set", f"{key}={value}"]
             if stall_timeout is not None:

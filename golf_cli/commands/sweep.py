@@ -12,10 +12,12 @@ from golf_cli.default_group import SweepGroup
 from golf_cli.options import (
     EXTRA_SETS,
     AlphaOption,
+    DataOption,
     DbOption,
     FormatOption,
     LabelOption,
     MinDeltaNatsOption,
+    NprocOption,
     SetOption,
     extra_sets,
 )
@@ -47,6 +49,8 @@ def start(
     seeds: Annotated[Optional[str], typer.Option("--seeds", metavar="S1,S2,...",
                                                  help="Seeds for every cell (default: the spec's seeds).")] = None,
     set_: SetOption = None,
+    data: DataOption = None,
+    nproc: NprocOption = None,
     label: LabelOption = None,
     cumulative: Annotated[bool, typer.Option("--cumulative", help="Apply the changes one after another.")] = False,
     lanes: LanesOption = "auto",
@@ -87,7 +91,7 @@ def start(
 
     labels = parse_labels(label or [])
     sets = parse_sets([*(set_ or []), *extra_sets(ctx.args, "sweep", "one SPEC")])
-    base_spec = apply_overrides(load_spec(spec), sets=sets) if sets else load_spec(spec)
+    base_spec = apply_overrides(load_spec(spec), sets=sets, data=data, nproc=nproc)
     db_path = resolve_db_path(db)
     if dry_run:
         store = Store(db_path, readonly=True) if db_path.exists() else None
@@ -96,7 +100,7 @@ def start(
     steps = plan_ablation(base_spec, varies, store, seed_list, cumulative, labels, prepare_data=not dry_run)
     for line in noop_warnings(steps, cumulative):
         typer.echo(f"golf: warning: {line}", err=True)
-    launch_sweep(steps, store, db_path=db_path, spec_path=spec, base_sets=sets, executor_name=executor,
+    launch_sweep(steps, store, db_path=db_path, spec_path=spec, base_sets=sets, data=data, executor_name=executor,
                  lanes=lanes, cumulative=cumulative, labels=labels, stall_timeout=stall_timeout,
                  stop_on_divergence=stop_on_divergence, min_delta_nats=min_delta_nats, alpha=alpha, fmt=fmt,
                  dry_run=dry_run)
@@ -153,7 +157,7 @@ def resume(
 
 
 def launch_sweep(steps: list[Any], store: Any, *, db_path: Path, spec_path: Path, base_sets: dict[str, str],
-                 executor_name: str, lanes: str, cumulative: bool, labels: dict[str, str],
+                 executor_name: str, data: Optional[str] = None, lanes: str, cumulative: bool, labels: dict[str, str],
                  stall_timeout: Optional[float], stop_on_divergence: Optional[bool], min_delta_nats: float,
                  alpha: float, fmt: str, dry_run: bool = False) -> None:
     """Queue planned ablation steps as a sweep and run it (golf sweep, golf ablate --lanes)."""
@@ -169,7 +173,7 @@ def launch_sweep(steps: list[Any], store: Any, *, db_path: Path, spec_path: Path
     command = shlex.join(["golf", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("golf", "main.py") else None
     sweep_id = new_sweep_id()
     plan = plan_sweep(steps, sweep_id, db_path=db_path.absolute(), spec_path=spec_path.absolute(),
-                      base_sets=base_sets, executor=executor_name, lanes=n_lanes, gpu_ids=gpu_ids,
+                      base_sets=base_sets, data=data, executor=executor_name, lanes=n_lanes, gpu_ids=gpu_ids,
                       cumulative=cumulative, labels=labels, stall_timeout=stall_timeout,
                       stop_on_divergence=stop_on_divergence, command=command)
     if dry_run:
