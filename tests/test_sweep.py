@@ -326,3 +326,25 @@ def test_the_new_tables_are_added_to_an_old_store(tmp_path: Path) -> None:
     run_columns = {r[1] for r in conn.execute("PRAGMA table_info(run)")}
     conn.close()
     assert {"sweep", "cell"} <= tables and "cell_id" in run_columns
+
+
+def test_the_status_line_counts_cells_and_estimates_from_finished_ones() -> None:
+    from datetime import datetime, timezone
+
+    from golf.launch.sweep_view import eta_s, status_text
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    at = t0 + timedelta(seconds=100)
+
+    def cell(state: str, start: float | None = None, took: float | None = None, **extra: Any) -> dict[str, Any]:
+        began = t0 + timedelta(seconds=start) if start is not None else None
+        ended = began + timedelta(seconds=took) if began is not None and took is not None else None
+        return {"state": state, "started_at": began, "ended_at": ended, "lane": None, **extra}
+
+    rows = [cell("completed", 0, 40), cell("failed", 0, 60), cell("completed", 0, 1, reused=True),
+            cell("running", 80, lane="0"), cell("running", 40, lane="1"), cell("queued"), cell("queued")]
+    # mean of the cells that ran here: 50 s (the reused one took no time); queued 2 x 50, running 50-20 + 0 left
+    assert eta_s(rows, lanes=2, at=at) == pytest.approx((2 * 50 + 30 + 0) / 2)
+    assert eta_s([cell("queued")], lanes=2) is None
+    text = status_text("ab12", rows, 2)
+    assert text.startswith("sweep ab12: 2 queued, 2 running, 2 completed, 1 failed · lanes 0 1 · ETA ")
