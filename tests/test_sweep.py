@@ -229,6 +229,24 @@ def test_queue_lists_and_cancel_stops_queued_and_running_cells(fake: Path, db: P
     assert missing.exit_code == 2 and "no sweep or cell 'nope'" in missing.output
 
 
+def test_slurm_cells_through_submitits_local_executor(fake: Path, db: Path) -> None:
+    pytest.importorskip("submitit")
+    result = runner.invoke(app, ["sweep", "fake.yaml", "--vary", "MY_KNOB=1", "--seeds", "1", "--executor", "slurm",
+                                 "--slurm-cluster", "local", "--slurm-time", "5", "--lanes", "2", "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    rows = cells(db)
+    assert [c["state"] for c in rows] == ["completed", "completed"] and {c["executor"] for c in rows} == {"slurm"}
+    store = Store(db, readonly=True)
+    assert [store.get(c["run_id"]).cell_id for c in rows] == [c["id"] for c in rows]  # type: ignore[union-attr]
+    from golf.launch.queue import sweeps
+
+    [sweep] = sweeps(store)
+    assert sweep["options"]["executor_options"]["cluster"] == "local"  # what resume builds the executor from
+    assert sweep["options"]["executor_options"]["time"] == 5
+    wrong = runner.invoke(app, ["sweep", "fake.yaml", "--vary", "MY_KNOB=1", "--slurm-time", "5", "--db", str(db)])
+    assert wrong.exit_code == 2 and "--slurm-time: a Slurm option; add --executor slurm" in wrong.output
+
+
 def test_lanes_follow_the_visible_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
     from golf.launch.sweep import lane_gpus
 

@@ -158,10 +158,9 @@ def cancel(store: Store, ref: str) -> list[str]:
 
 
 def _executor_options(sweep: Mapping[str, Any]) -> dict[str, Any]:
-    """What the sweep's executor was built with (the local one: the folder its cells run in)."""
+    """What the sweep's executor was built with (its options, and the folder its cells run in)."""
     options = dict((sweep.get("options") or {}).get("executor_options") or {})
-    if (sweep.get("executor") or "local") == "local":
-        options.setdefault("cwd", sweep.get("cwd"))
+    options.setdefault("cwd", sweep.get("cwd"))
     return options
 
 

@@ -93,7 +93,8 @@ def plan_sweep(steps: Sequence[Any], sweep_id: str, *, db_path: Path, spec_path:
                data: str | None = None,
                cumulative: bool = False, labels: Mapping[str, str] | None = None,
                stall_timeout: float | None = None, stop_on_divergence: bool | None = None,
-               command: str | None = None, log_dir: Path | None = None) -> SweepPlan:
+               command: str | None = None, log_dir: Path | None = None,
+               executor_options: Mapping[str, Any] | None = None) -> SweepPlan:
     """The sweep row and its cells, seed-major (seed 1: base, variants; seed 2: ...)."""
     from golf.spec import env_text
 
@@ -105,7 +106,8 @@ def plan_sweep(steps: Sequence[Any], sweep_id: str, *, db_path: Path, spec_path:
                  executor=executor, lanes=lanes, gpu_ids=gpu_ids, state="running",
                  steps=[{"change": s.change, "spec_name": s.spec.name} for s in steps],
                  options={"cumulative": cumulative, "labels": dict(labels or {}), "stall_timeout": stall_timeout,
-                          "stop_on_divergence": stop_on_divergence})
+                          "stop_on_divergence": stop_on_divergence,
+                          "executor_options": dict(executor_options or {})})
     cells: list[dict[str, Any]] = []
     n_seeds = max(len(step.plans) for step in steps)
     for k in range(n_seeds):
@@ -263,7 +265,8 @@ class Scheduler:
         self.handles[cell["id"]] = handle
         self.held[cell["id"]] = lane
         self.on_event("start", {**cell, "state": "running", "lane": ",".join(lane), "job_id": handle.job_id,
-                                "started_at": now()}, ",".join(lane))
+                                "started_at": now()},
+                      f"on lane {','.join(lane)}" if self.pins else f"as job {handle.job_id}")
 
     def _finish(self, cell: Mapping[str, Any], code: int) -> None:
         self.handles.pop(cell["id"], None)

@@ -68,7 +68,7 @@ class SweepView:
             return
         what = f"cell {cell['id']} {cell['spec_name']} seed {cell['seed']}"
         if kind == "start":
-            line = f"golf sweep: start {what} on lane {detail}"
+            line = f"golf sweep: start {what} {detail}"
         elif kind == "reuse":
             line = f"golf sweep: reuse {what}: run {detail} completed before"
         elif kind == "reattach":

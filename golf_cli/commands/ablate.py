@@ -70,9 +70,10 @@ def ablate(
         typer.echo(f"golf: warning: {line}", err=True)
     if lanes is not None:  # through the sweep queue (golf sweep): the same cells, resumable, in parallel lanes
         from golf.store import resolve_db_path
-        from golf_cli.commands.sweep import launch_sweep
+        from golf_cli.commands.sweep import executor_options_of, launch_sweep
 
         launch_sweep(steps, store, db_path=resolve_db_path(db), spec_path=spec, base_sets={}, executor_name=executor,
+                     executor_options=executor_options_of(executor, base_spec),
                      lanes=lanes, cumulative=cumulative, labels=labels, stall_timeout=None,
                      stop_on_divergence=None, min_delta_nats=min_delta_nats, alpha=alpha, fmt=fmt, dry_run=dry_run)
         return

@@ -19,7 +19,17 @@ from golf_cli.options import (
     MinDeltaNatsOption,
     NprocOption,
     SetOption,
+    SlurmAccountOption,
+    SlurmClusterOption,
+    SlurmCpusOption,
+    SlurmJobNameOption,
+    SlurmMemOption,
+    SlurmNodesOption,
+    SlurmParamOption,
+    SlurmPartitionOption,
+    SlurmTimeOption,
     extra_sets,
+    slurm_flags,
 )
 
 app = typer.Typer(cls=SweepGroup, no_args_is_help=True,
@@ -63,6 +73,15 @@ def start(
     alpha: AlphaOption = 0.01,
     fmt: FormatOption = "table",
     db: DbOption = None,
+    slurm_partition: SlurmPartitionOption = None,
+    slurm_time: SlurmTimeOption = None,
+    slurm_account: SlurmAccountOption = None,
+    slurm_cpus_per_task: SlurmCpusOption = None,
+    slurm_mem_gb: SlurmMemOption = None,
+    slurm_nodes: SlurmNodesOption = None,
+    slurm_job_name: SlurmJobNameOption = None,
+    slurm_param: SlurmParamOption = None,
+    slurm_cluster: SlurmClusterOption = None,
 ) -> None:
     """Queue every cell of an ablation in runs.db, run them in parallel lanes, then print the ablation table.
 
@@ -92,6 +111,12 @@ def start(
     labels = parse_labels(label or [])
     sets = parse_sets([*(set_ or []), *extra_sets(ctx.args, "sweep", "one SPEC")])
     base_spec = apply_overrides(load_spec(spec), sets=sets, data=data, nproc=nproc)
+    flags = slurm_flags(slurm_partition, slurm_time, slurm_account, slurm_cpus_per_task, slurm_mem_gb, slurm_nodes,
+                        slurm_job_name, slurm_param, slurm_cluster)
+    given = [f"--slurm-{k.replace('_', '-')}" for k, v in flags.items() if v is not None]
+    if given and executor != "slurm":
+        raise GolfError(f"{given[0]}: a Slurm option; add --executor slurm")
+    executor_options = executor_options_of(executor, base_spec, flags)
     db_path = resolve_db_path(db)
     if dry_run:
         store = Store(db_path, readonly=True) if db_path.exists() else None
@@ -101,6 +126,7 @@ def start(
     for line in noop_warnings(steps, cumulative):
         typer.echo(f"golf: warning: {line}", err=True)
     launch_sweep(steps, store, db_path=db_path, spec_path=spec, base_sets=sets, data=data, executor_name=executor,
+                 executor_options=executor_options,
                  lanes=lanes, cumulative=cumulative, labels=labels, stall_timeout=stall_timeout,
                  stop_on_divergence=stop_on_divergence, min_delta_nats=min_delta_nats, alpha=alpha, fmt=fmt,
                  dry_run=dry_run)
@@ -156,8 +182,19 @@ def resume(
     _schedule(store, sweep_id, executor, report.handles, min_delta_nats, alpha, fmt)
 
 
+def executor_options_of(executor: str, spec: Any, flags: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """What the sweep's executor is built with, stored on its row (resume builds the same one): for Slurm the
+    spec's `slurm:` keys with the --slurm-* flags over them; nothing for local lanes."""
+    if executor != "slurm":
+        return {}
+    from golf.launch.slurm import sweep_options
+
+    return sweep_options(getattr(spec, "slurm", None), flags)
+
+
 def launch_sweep(steps: list[Any], store: Any, *, db_path: Path, spec_path: Path, base_sets: dict[str, str],
-                 executor_name: str, data: Optional[str] = None, lanes: str, cumulative: bool, labels: dict[str, str],
+                 executor_name: str, data: Optional[str] = None, executor_options: Optional[dict[str, Any]] = None,
+                 lanes: str, cumulative: bool, labels: dict[str, str],
                  stall_timeout: Optional[float], stop_on_divergence: Optional[bool], min_delta_nats: float,
                  alpha: float, fmt: str, dry_run: bool = False) -> None:
     """Queue planned ablation steps as a sweep and run it (golf sweep, golf ablate --lanes)."""
@@ -168,14 +205,14 @@ def launch_sweep(steps: list[Any], store: Any, *, db_path: Path, spec_path: Path
     from golf.launch.queue import create_sweep, new_sweep_id
     from golf.launch.sweep import lane_gpus, plan_sweep
 
-    executor = executor_named(executor_name, **({"cwd": Path.cwd()} if executor_name == "local" else {}))
+    executor = executor_named(executor_name, cwd=Path.cwd(), **(executor_options or {}))
     n_lanes, gpu_ids = lane_gpus(lanes, pins_gpus=bool(getattr(executor, "pins_gpus", False)))
     command = shlex.join(["golf", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("golf", "main.py") else None
     sweep_id = new_sweep_id()
     plan = plan_sweep(steps, sweep_id, db_path=db_path.absolute(), spec_path=spec_path.absolute(),
                       base_sets=base_sets, data=data, executor=executor_name, lanes=n_lanes, gpu_ids=gpu_ids,
                       cumulative=cumulative, labels=labels, stall_timeout=stall_timeout,
-                      stop_on_divergence=stop_on_divergence, command=command)
+                      stop_on_divergence=stop_on_divergence, command=command, executor_options=executor_options)
     if dry_run:
         _print_plan(plan.cells, steps, store, fmt)
         return
