@@ -16,7 +16,8 @@ function (golf/trainer: quantize_state, collect_hessians, pack/unpack, evaluate_
    quantile search, no SDClip); each scored post-quant, and its gap to pre-quant reported;
 4. the SDClip artifact packed with brotli-11 + byte shuffle and with pergroup (without and with the byte shuffle of
    its float/scale stream; each stream by the best codec installed here, listed under codecs_available): bytes,
-   pack and unpack seconds, and a bit-exact round trip (every code, scale and float read back equal).
+   pack and unpack seconds, and a bit-exact round trip (every code, scale and float read back equal); the
+   CLIP_SEARCH artifact's brotli bytes beside SDClip's.
 The run's own logged pre/post-quant val_bpb and artifact bytes are copied beside (run_log) for reference.
 
 `--set` overrides knobs (DATA_PATH/TOKENIZER_PATH where the data moved; GPTQ_CALIBRATION_BATCHES to calibrate on
@@ -159,6 +160,8 @@ def compare(folder: Path, sets: dict[str, str], save_dir: Path | None = None, lo
     out["run_log"] = {"quant_label": logged.quant_label, "model_bytes": logged.model_bytes,
                       **{f"{s}_bpb": logged.stages[s].val_bpb for s in ("pre_quant", "post_quant")
                          if s in logged.stages}}
+    if eval_fn is not model.token_losses:
+        plain()  # compiles the graph, so that no eval_s below includes the compile
     pre = plain()
     out["pre_quant"] = pre
     log(f"pre-quant val_bpb {pre['val_bpb']:.6f} ({pre['eval_s']:.1f}s)")
@@ -237,6 +240,11 @@ def compare(folder: Path, sets: dict[str, str], save_dir: Path | None = None, lo
             progress(out)
         log(f"{name}: {packed.size:,} bytes, pack {pack_s:.1f}s, unpack {unpack_s:.1f}s, "
             f"round trip {'exact' if row['roundtrip_exact'] else 'DIFFERS'}")
+    # the other clip's artifact under the same brotli: what the clip does to the bytes at equal bits
+    for name in variants:
+        same = out["compress"]["brotli11_shuffle"]["bytes"] if name == "sdclip" else A.pack(
+            coded[name], packings["brotli11_shuffle"]).size
+        out["quant"][name]["brotli11_shuffle_bytes"] = same
     out["compress"]["pergroup_minus_brotli_bytes"] = (out["compress"]["pergroup"]["bytes"]
                                                       - out["compress"]["brotli11_shuffle"]["bytes"])
     rt.close()
@@ -245,9 +253,10 @@ def compare(folder: Path, sets: dict[str, str], save_dir: Path | None = None, lo
 
 def table(result: dict[str, Any]) -> str:
     lines = [f"pre-quant val_bpb {result['pre_quant']['val_bpb']:.6f}  (bits {result['bits']})",
-             f"{'clip':<12} {'post val_bpb':>13} {'gap':>10} {'quant s':>8}"]
+             f"{'clip':<12} {'post val_bpb':>13} {'gap':>10} {'quant s':>8} {'brotli bytes':>13}"]
     for name, q in result["quant"].items():
-        lines.append(f"{name:<12} {q['post_quant']['val_bpb']:>13.6f} {q['gap_bpb']:>+10.6f} {q['quantize_s']:>8.1f}")
+        lines.append(f"{name:<12} {q['post_quant']['val_bpb']:>13.6f} {q['gap_bpb']:>+10.6f} {q['quantize_s']:>8.1f} "
+                     f"{q['brotli11_shuffle_bytes']:>13,}")
     lines.append(f"{'codec':<17} {'bytes':>12} {'pack s':>8} {'unpack s':>9} round trip")
     for name in PACKINGS:
         c = result["compress"][name]

@@ -122,6 +122,9 @@ def test_compare_figures(trained: Path, tmp_path: Path) -> None:
     assert result["compress"]["pergroup_minus_brotli_bytes"] == (result["compress"]["pergroup"]["bytes"]
                                                                  - result["compress"]["brotli11_shuffle"]["bytes"])
     assert result["codecs_available"]["zlib"] is True
+    assert result["quant"]["sdclip"]["brotli11_shuffle_bytes"] == result["compress"]["brotli11_shuffle"]["bytes"]
+    assert 0 < result["quant"]["clip_search"]["brotli11_shuffle_bytes"] != result["compress"]["brotli11_shuffle"][
+        "bytes"]
 
 
 def test_entries_equal_sees_one_flipped_code(trained: Path) -> None:
