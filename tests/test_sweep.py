@@ -247,6 +247,18 @@ def test_slurm_cells_through_submitits_local_executor(fake: Path, db: Path) -> N
     assert wrong.exit_code == 2 and "--slurm-time: a Slurm option; add --executor slurm" in wrong.output
 
 
+def test_bad_lanes_are_one_line_and_write_nothing(fake: Path, db: Path) -> None:
+    for argv, message in ((["sweep", "fake.yaml", "--vary", "MY_KNOB=1", "--lanes", "two"],
+                           "golf: error: --lanes two: expected a positive integer or auto (one lane per visible GPU)"),
+                          (["ablate", "fake.yaml", "--vary", "MY_KNOB=1", "--lanes", "5"],
+                           "golf: error: --lanes 5: only 4 GPUs visible (0,1,2,3); use --lanes auto or fewer"),
+                          (["sweep", "fake.yaml", "--vary", "MY_KNOB=1", "--executor", "pbs"],
+                           "golf: error: --executor pbs: expected one of local, slurm")):
+        result = runner.invoke(app, [*argv, "--db", str(db)])
+        assert result.exit_code == 2 and result.output.strip() == message, result.output
+    assert not db.exists() and not (fake / "runs").exists()
+
+
 def test_lanes_follow_the_visible_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
     from golf.launch.sweep import lane_gpus
 

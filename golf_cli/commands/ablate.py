@@ -63,18 +63,24 @@ def ablate(
     varies = parse_vary(vary)
     labels = parse_labels(label or [])
     base_spec = load_spec(spec)
+    setup = None
+    if lanes is not None:  # the sweep's executor and lanes, checked before anything is written
+        from golf_cli.commands.sweep import executor_options_of, sweep_setup
+
+        if eval_only:
+            raise GolfError("--eval-only re-scores run inside golf itself; drop --lanes")
+        setup = sweep_setup(executor, executor_options_of(executor, base_spec), lanes)
     store = Store(db)
     steps = plan_ablation(base_spec, varies, store, seed_list, cumulative, labels, prepare_data=not dry_run,
                           eval_only=eval_only)
     for line in noop_warnings(steps, cumulative):
         typer.echo(f"golf: warning: {line}", err=True)
-    if lanes is not None:  # through the sweep queue (golf sweep): the same cells, resumable, in parallel lanes
+    if setup is not None:  # through the sweep queue (golf sweep): the same cells, resumable, in parallel lanes
         from golf.store import resolve_db_path
-        from golf_cli.commands.sweep import executor_options_of, launch_sweep
+        from golf_cli.commands.sweep import launch_sweep
 
-        launch_sweep(steps, store, db_path=resolve_db_path(db), spec_path=spec, base_sets={}, executor_name=executor,
-                     executor_options=executor_options_of(executor, base_spec),
-                     lanes=lanes, cumulative=cumulative, labels=labels, stall_timeout=None,
+        launch_sweep(steps, store, setup, db_path=resolve_db_path(db), spec_path=spec, base_sets={},
+                     cumulative=cumulative, labels=labels, stall_timeout=None,
                      stop_on_divergence=None, min_delta_nats=min_delta_nats, alpha=alpha, fmt=fmt, dry_run=dry_run)
         return
     if dry_run:

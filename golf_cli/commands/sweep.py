@@ -116,7 +116,7 @@ def start(
     given = [f"--slurm-{k.replace('_', '-')}" for k, v in flags.items() if v is not None]
     if given and executor != "slurm":
         raise GolfError(f"{given[0]}: a Slurm option; add --executor slurm")
-    executor_options = executor_options_of(executor, base_spec, flags)
+    setup = sweep_setup(executor, executor_options_of(executor, base_spec, flags), lanes)  # checked before any write
     db_path = resolve_db_path(db)
     if dry_run:
         store = Store(db_path, readonly=True) if db_path.exists() else None
@@ -125,9 +125,8 @@ def start(
     steps = plan_ablation(base_spec, varies, store, seed_list, cumulative, labels, prepare_data=not dry_run)
     for line in noop_warnings(steps, cumulative):
         typer.echo(f"golf: warning: {line}", err=True)
-    launch_sweep(steps, store, db_path=db_path, spec_path=spec, base_sets=sets, data=data, executor_name=executor,
-                 executor_options=executor_options,
-                 lanes=lanes, cumulative=cumulative, labels=labels, stall_timeout=stall_timeout,
+    launch_sweep(steps, store, setup, db_path=db_path, spec_path=spec, base_sets=sets, data=data,
+                 cumulative=cumulative, labels=labels, stall_timeout=stall_timeout,
                  stop_on_divergence=stop_on_divergence, min_delta_nats=min_delta_nats, alpha=alpha, fmt=fmt,
                  dry_run=dry_run)
 
@@ -192,27 +191,35 @@ def executor_options_of(executor: str, spec: Any, flags: Optional[dict[str, Any]
     return sweep_options(getattr(spec, "slurm", None), flags)
 
 
-def launch_sweep(steps: list[Any], store: Any, *, db_path: Path, spec_path: Path, base_sets: dict[str, str],
-                 executor_name: str, data: Optional[str] = None, executor_options: Optional[dict[str, Any]] = None,
-                 lanes: str, cumulative: bool, labels: dict[str, str],
+def sweep_setup(executor_name: str, executor_options: dict[str, Any], lanes: str) -> dict[str, Any]:
+    """The executor and the lanes of a new sweep, made (and so checked) before anything is written."""
+    from golf.launch.executor import executor_named
+    from golf.launch.sweep import lane_gpus
+
+    executor = executor_named(executor_name, cwd=Path.cwd(), **executor_options)
+    n_lanes, gpu_ids = lane_gpus(lanes, pins_gpus=bool(getattr(executor, "pins_gpus", False)))
+    return {"name": executor_name, "executor": executor, "options": executor_options, "lanes": n_lanes,
+            "gpu_ids": gpu_ids}
+
+
+def launch_sweep(steps: list[Any], store: Any, setup: dict[str, Any], *, db_path: Path, spec_path: Path,
+                 base_sets: dict[str, str], data: Optional[str] = None, cumulative: bool, labels: dict[str, str],
                  stall_timeout: Optional[float], stop_on_divergence: Optional[bool], min_delta_nats: float,
                  alpha: float, fmt: str, dry_run: bool = False) -> None:
     """Queue planned ablation steps as a sweep and run it (golf sweep, golf ablate --lanes)."""
     import shlex
     import sys
 
-    from golf.launch.executor import executor_named
     from golf.launch.queue import create_sweep, new_sweep_id
-    from golf.launch.sweep import lane_gpus, plan_sweep
+    from golf.launch.sweep import plan_sweep
 
-    executor = executor_named(executor_name, cwd=Path.cwd(), **(executor_options or {}))
-    n_lanes, gpu_ids = lane_gpus(lanes, pins_gpus=bool(getattr(executor, "pins_gpus", False)))
+    executor_name, n_lanes, gpu_ids = setup["name"], setup["lanes"], setup["gpu_ids"]
     command = shlex.join(["golf", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("golf", "main.py") else None
     sweep_id = new_sweep_id()
     plan = plan_sweep(steps, sweep_id, db_path=db_path.absolute(), spec_path=spec_path.absolute(),
                       base_sets=base_sets, data=data, executor=executor_name, lanes=n_lanes, gpu_ids=gpu_ids,
                       cumulative=cumulative, labels=labels, stall_timeout=stall_timeout,
-                      stop_on_divergence=stop_on_divergence, command=command, executor_options=executor_options)
+                      stop_on_divergence=stop_on_divergence, command=command, executor_options=setup["options"])
     if dry_run:
         _print_plan(plan.cells, steps, store, fmt)
         return
@@ -220,7 +227,7 @@ def launch_sweep(steps: list[Any], store: Any, *, db_path: Path, spec_path: Path
     where = f"GPUs {','.join(gpu_ids)}" if gpu_ids is not None else f"executor {executor_name}"
     typer.echo(f"golf sweep: sweep {sweep_id}: {len(plan.cells)} cells queued, {n_lanes or len(plan.cells)} "
                f"lanes ({where}); if golf stops, `golf sweep resume {sweep_id}`", err=True)
-    _schedule(store, sweep_id, executor, {}, min_delta_nats, alpha, fmt)
+    _schedule(store, sweep_id, setup["executor"], {}, min_delta_nats, alpha, fmt)
 
 
 def _schedule(store: Any, sweep_id: str, executor: Any, handles: dict[str, Any], min_delta_nats: float,
