@@ -1,6 +1,6 @@
 """The Slurm executor (golf.launch.slurm): cells through submitit's local executor (real jobs: exit codes, logs,
-job ids, cancel, reattach by job id, a real `golf run` recorded), the Slurm side against stand-in sbatch, sacct
-and scancel (the submission file's #SBATCH lines, the job id, scancel), and the options' validation."""
+job ids, cancel, reattach by job id; a sweep's `golf run` cells are test_sweep_slurm.py's), the Slurm side against
+stand-in sbatch, sacct and scancel (the #SBATCH lines, the job id, scancel), and the options' validation."""
 
 from __future__ import annotations
 
@@ -16,12 +16,9 @@ import pytest
 
 pytest.importorskip("submitit")
 
-from faultkit import write_spec  # noqa: E402
-
 from golf.errors import GolfError  # noqa: E402
 from golf.launch.executor import CellLaunch  # noqa: E402
 from golf.launch.slurm import NO_EXIT_CODE, SlurmExecutor, SlurmOptions, make_executor, run_cell  # noqa: E402
-from golf.store import Store  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -93,26 +90,6 @@ def test_a_sleeping_cell_is_cancelled_and_a_running_one_reattached(local: SlurmE
     assert not Path(f"/proc/{pid}").exists()
     handle.cancel()  # an ended cell: nothing to do
     assert handle.poll() == 130
-
-
-def test_a_golf_run_cell_is_recorded_in_the_store(local: SlurmExecutor, workdir: Path, tiny_data: Path) -> None:
-    trainer = textwrap.dedent("""\
-        for s in range(1, 6):
-            print(f"step:{s}/5 train_loss:{7 - s / 10:.4f} train_time:{s * 10}ms step_avg:10.00ms", flush=True)
-        print("step:5/5 val_loss:2.5000 val_bpb:1.4800 train_time:50ms step_avg:10.00ms", flush=True)
-        print("final_int8_zlib_roundtrip_exact val_loss:2.51000000 val_bpb:1.48100000", flush=True)
-        """)
-    spec = write_spec(workdir, tiny_data, trainer, name="slurmcell")
-    db = workdir / "runs.db"
-    log = workdir / "cells" / "run.log"
-    argv = [sys.executable, "-m", "golf_cli.main", "run", str(spec), "--db", str(db), "--seed", "7"]
-    handle = local.submit(CellLaunch("s1.0", argv, log, gpus=1))
-    assert wait_code(handle, 120) == 0, log.read_text()[-2000:]
-    runs = Store(db, readonly=True).list_runs()
-    assert [(r.name, r.status, r.seed, r.steps, r.final_bpb) for r in runs] == [
-        ("slurmcell-s7", "completed", 7, 5, 1.481)]
-    assert Path(runs[0].log_path).read_text().count("step:") == 6
-    assert "slurmcell-s7" in log.read_text()  # the cell's own output: golf run's summary
 
 
 def test_multi_node_tasks_join_the_first_nodes_rendezvous(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
