@@ -378,3 +378,24 @@ def test_the_status_line_counts_cells_and_estimates_from_finished_ones() -> None
     assert eta_s([cell("queued")], lanes=2) is None
     text = status_text("ab12", rows, 2)
     assert text.startswith("sweep ab12: 2 queued, 2 running, 2 completed, 1 failed · lanes 0 1 · ETA ")
+
+
+def test_resume_follows_a_live_cell_whose_job_id_was_never_written(db: Path) -> None:
+    from golf.launch.queue import create_sweep
+    from golf.launch.sweep import prepare_resume
+    from golf.store import Run
+    from golf.store.models import now
+
+    store = Store(db)
+    create_sweep(store, dict(id="s2", name="x", lanes=1, gpu_ids=["0"], steps=[], state="interrupted"),
+                 [dict(id="s2.0", sweep_id="s2", position=0, step=0, spec_name="x", spec_path="x.yaml", seed=1,
+                       group_hash="g", state="running", log_path=str(db.parent / "l"))])
+    store.create_run(Run(id="r1", name="x-s1", status="running", heartbeat_at=now(), cell_id="s2.0", seed=1))
+    report = prepare_resume(store, "s2", _FakeExecutor())
+    assert report.reattached == ["s2.0"] and report.requeued == []
+    handle = report.handles["s2.0"]
+    assert handle.poll() is None  # its run beats: still running
+    store.update_run("r1", status="completed", exit_code=0)
+    assert handle.poll() == 0
+    store.update_run("r1", status="running", heartbeat_at=now() - timedelta(minutes=5))  # its golf died too
+    assert prepare_resume(store, "s2", _FakeExecutor()).requeued == ["s2.0"]

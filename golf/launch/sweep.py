@@ -35,7 +35,7 @@ from golf.launch.queue import (
     update_sweep,
 )
 from golf.store import Store
-from golf.store.db import HEARTBEAT_EVERY_S
+from golf.store.db import HEARTBEAT_EVERY_S, is_dead
 from golf.store.models import now
 
 PORT_BASE = 29600  # lane k's torchrun rendezvous: 127.0.0.1:PORT_BASE + k (k: the lane's first GPU slot)
@@ -311,6 +311,31 @@ class ResumeReport:
     handles: dict[str, CellHandle] = field(default_factory=dict)
 
 
+class RunRowHandle:
+    """A cell followed through its run row: one whose job id golf never wrote down (it died between starting the
+    cell and recording it) while its `golf run` lives on, beating its heartbeat."""
+
+    def __init__(self, store: Store, run: Mapping[str, Any]) -> None:
+        self.store, self.run_id = store, str(run["id"])
+        self.pid, self.host = run.get("pid"), run.get("host")
+        self.job_id = f"run:{self.run_id}"
+
+    def poll(self) -> int | None:
+        found = self.store.records("id = ?", (self.run_id,))
+        if found and found[0]["status"] == "running" and not is_dead(found[0]):
+            return None
+        code = found[0].get("exit_code") if found else None
+        return int(code) if code is not None else -1
+
+    def cancel(self) -> None:
+        import contextlib
+        import socket
+
+        if self.pid is not None and self.host == socket.gethostname() and self.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(int(self.pid), signal.SIGTERM)  # the cell's golf run leads its process group
+
+
 def latest_unfinished(store: Store) -> str | None:
     """The newest sweep with a cell not completed (what `golf sweep resume` without SWEEP picks)."""
     from golf.launch.queue import sweeps
@@ -334,11 +359,13 @@ def prepare_resume(store: Store, sweep_id: str, executor: Executor, retry_failed
     for cell in cells_of(store, sweep_id):
         if cell["state"] == "running":
             handle = executor.reattach(cell["job_id"]) if cell.get("job_id") else None
+            run = run_of_cell(store, cell["id"])
+            if handle is None and run is not None and run["status"] == "running" and not is_dead(run):
+                handle = RunRowHandle(store, run)  # alive, but golf died before it wrote down the job id
             if handle is not None:
                 report.reattached.append(cell["id"])
                 report.handles[cell["id"]] = handle
                 continue
-            run = run_of_cell(store, cell["id"])
             ended = run is not None and run["status"] in CELL_STATE_OF_RUN and run["status"] != "interrupted"
             if ended:
                 report.settled.append(cell["id"])
