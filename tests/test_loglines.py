@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from golf.logparse import LogParser, ParsedRun
-from golf.logparse.parser import _OLD_CONFIG_KEYS
+from golf.logparse.patterns import OLD_CONFIG_KEYS
 from golf.trainer import loglines
 from golf.trainer.stages import STAGES, stage_of, trainer_labels
 
@@ -39,7 +39,7 @@ def _check_trainer_id(args: tuple, run: ParsedRun) -> None:
 
 
 def _check_settings(args: tuple, run: ParsedRun) -> None:
-    kept = {k: str(v) for k, v in args[0].items() if k in _OLD_CONFIG_KEYS}
+    kept = {k: str(v) for k, v in args[0].items() if k in OLD_CONFIG_KEYS}
     assert kept and run.config == kept
 
 

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from golf.logparse import LogParser
-from golf.logparse import parser as logparser
+from golf.logparse import LogParser, patterns
 from golf.trainer import loglines
 
 CORPUS = Path(__file__).parent / "data" / "community_lines" / "lines.yaml"
@@ -48,8 +47,8 @@ def _step_lines() -> list[str]:
     if SHARED_LOGS.is_dir():
         for log in sorted(SHARED_LOGS.rglob("*.log")) + sorted(SHARED_LOGS.rglob("*.txt")):
             lines += log.read_text(encoding="utf-8", errors="replace").splitlines()
-    stripped = [logparser._TIMESTAMP.sub("", line).strip() for line in lines]
-    return [line for line in stripped if logparser._STEP_HEAD.match(line)]
+    stripped = [patterns.TIMESTAMP.sub("", line).strip() for line in lines]
+    return [line for line in stripped if patterns.STEP_HEAD.match(line)]
 
 
 def test_step_fields_reads_every_step_line_as_findall_does() -> None:
@@ -57,14 +56,14 @@ def test_step_fields_reads_every_step_line_as_findall_does() -> None:
     assert len(lines) >= 20
     read = 0
     for line in lines:
-        rest = logparser._STEP_HEAD.match(line).group(5)  # type: ignore[union-attr]
-        fields = logparser.step_fields(rest)
-        assert fields == logparser._FIELD.findall(rest), line
+        rest = patterns.STEP_HEAD.match(line).group(5)  # type: ignore[union-attr]
+        fields = patterns.step_fields(rest)
+        assert fields == patterns.FIELD.findall(rest), line
         read += bool(fields)
     assert read >= 20  # real fields, not empty lists agreeing
     # where a field ends inside a run of key characters (a unit, then `/`), the next key starts there, as in findall
     tricky = "step_avg:1.5ms/b:2 tok/s: 6,400,000 x:nan/y:3 aaaa bb:"
-    assert logparser.step_fields(tricky) == logparser._FIELD.findall(tricky) == [
+    assert patterns.step_fields(tricky) == patterns.FIELD.findall(tricky) == [
         ("step_avg", "1.5", "ms"), ("/b", "2", ""), ("tok/s", "6,400,000", ""), ("x", "nan", ""), ("/y", "3", "")]
 
 
@@ -89,16 +88,16 @@ def test_the_linear_patterns_read_every_real_line_as_the_backtracking_ones() -> 
     if SHARED_LOGS.is_dir():
         for log in sorted(SHARED_LOGS.rglob("*.log")):
             lines += log.read_text(encoding="utf-8", errors="replace").splitlines()
-    pairs = [(getattr(logparser, name), _old_form(getattr(logparser, name), *parts)) for name, parts in (
-        ("_RESULT", ("label", "number")), ("_RESULT_BPB_ONLY", ("label", "number")), ("_DAMAGED", ("damaged",)),
-        ("_EVAL_TIME", ("number",)), ("_TTT_DONE", ("number",)), ("_ADAPT_FIRST", ("number",)))]
-    kv_old = _old_form(logparser._KV_PAIR, "kv")
+    pairs = [(getattr(patterns, name), _old_form(getattr(patterns, name), *parts)) for name, parts in (
+        ("RESULT", ("label", "number")), ("RESULT_BPB_ONLY", ("label", "number")), ("DAMAGED", ("damaged",)),
+        ("EVAL_TIME", ("number",)), ("TTT_DONE", ("number",)), ("ADAPT_FIRST", ("number",)))]
+    kv_old = _old_form(patterns.KV_PAIR, "kv")
     matched = 0
     for raw in lines:
-        line = logparser._TIMESTAMP.sub("", raw).strip()
+        line = patterns.TIMESTAMP.sub("", raw).strip()
         for new, old in pairs:
             a, b = new.search(line), old.search(line)
             assert (a and (a.span(), a.groups())) == (b and (b.span(), b.groups())), (new.pattern, line)
             matched += a is not None
-        assert logparser._KV_PAIR.findall(line) == kv_old.findall(line), line
+        assert patterns.KV_PAIR.findall(line) == kv_old.findall(line), line
     assert matched >= 50

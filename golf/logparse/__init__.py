@@ -1,5 +1,5 @@
 """Parsing training logs (golf's trainer and the challenge's community trainers) into run metrics."""
 
-from golf.logparse.parser import LogParser, ParsedRun, parse_log, parse_text, stage_of
+from golf.logparse.parser import LogParser, ParsedRun, StageValue, parse_log, parse_text, stage_of
 
-__all__ = ["LogParser", "ParsedRun", "parse_log", "parse_text", "stage_of"]
+__all__ = ["LogParser", "ParsedRun", "StageValue", "parse_log", "parse_text", "stage_of"]

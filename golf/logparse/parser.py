@@ -1,6 +1,7 @@
 """One parser for golf's trainer and the community's training logs.
 
-Lines are matched by anchored patterns, so source code dumped at the top of a log never matches.
+Lines are matched by the line families of `golf.logparse.patterns` and read into a `ParsedRun`
+(`golf.logparse.parsed`) through the coercions of `golf.logparse.values`.
 `LogParser.feed` consumes one line at a time (the launcher streams the trainer's stdout through it);
 `parse_log` splits a whole file into run segments (ingest keeps the last complete one).
 """
@@ -10,193 +11,17 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
+from golf.logparse import patterns
 from golf.logparse.events import MARKERS, match_event
+from golf.logparse.parsed import ParsedRun, StageValue
+from golf.logparse.values import clean_label, decimals_printed, float_or_none, rounds_to, stored_int
 from golf.trainer.limits import TIME_SLACK_S, TRAIN_BUDGET_S
-from golf.trainer.stages import STAGES, final_stage, stage_of
+from golf.trainer.stages import stage_of
 
-# The largest integer SQLite stores: a bigger one in a log line is damage (a value no store can hold), not data.
-MAX_INT = 2**63 - 1
+__all__ = ["LogParser", "ParsedRun", "StageValue", "parse_log", "parse_text", "stage_of"]
 
-_TIMESTAMP = re.compile(r"^\d{10}\.\d{3} ")
-# NaN, inf, Infinity: any case. `\d+(?:\.\d*)?`, not `\d+\.?\d*`: one way to split a digit run, so a long one that
-# fails to end a number costs linear, not quadratic, time (the same numbers match).
-_NUM = r"[-+]?(?:\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|(?i:nan|inf(?:inity)?))"
-
-# -- step and validation lines: `step:N/M ...` (old) or `N/M ...` (04-01 onward)
-_STEP_HEAD = re.compile(r"^(?:step:\s*(\d+)/(\d+)|(\d+)/(\d+)(?=\s))(.*)$")
-# thousands separators appear in the newest step lines (`tok/s: 6,400,000`); read by step_fields, not findall
-_FIELD = re.compile(r"([A-Za-z_/]+):\s*(\d{1,3}(?:,\d{3})+(?!\d)|" + _NUM + r")(ms|m|s)?\b")
-_KEY_RUN = re.compile(r"[A-Za-z_/]+")
-
-# -- evaluation results: `<label> val_loss:X val_bpb:Y ...` (also `=` in ttt_sliding:done)
-# The label may carry `:`/`()` (`ttt:done`, `final_int6_lzma_roundtrip(ttt_lora)`) and trailing `key:value` settings
-# (`final_sliding_window_eval stride:64`); some logs print val_bpb alone (`final_sliding_window val_bpb:1.0902 ...`).
-# The label ends in a non-space (the shortest label that matches always does: `\s+` takes its trailing spaces), so a
-# long run of spaces is crossed once, not once per label length that ends inside it.
-_LABEL = r"(?P<label>[A-Za-z](?:[\w\-.:() ]*?[\w\-.:()])?)"
-_RESULT = re.compile(
-    r"^" + _LABEL + r"\s+(?:sliding\s+)?val_loss[:=]\s*(?P<loss>" + _NUM + r")\s+"
-    r"(?:sliding\s+)?val_bpb[:=]\s*(?P<bpb>" + _NUM + r")(?P<rest>.*)$"
-)
-_RESULT_BPB_ONLY = re.compile(r"^" + _LABEL + r"\s+val_bpb[:=]\s*(?P<bpb>" + _NUM + r")(?P<rest>(?:\s.*)?)$")
-_SETTING = re.compile(r"^[A-Za-z_]+[:=]\S+$")
-_EVAL_TIME = re.compile(r"(?:eval_time|elapsed|time)[:=]\s*(" + _NUM + r")(ms|s)\b")
-
-_SERIALIZED = re.compile(r"^Serialized model(?: (?P<label>\S+?))?:\s*(?P<n>\d+) bytes")
-_TOTAL = re.compile(r"^Total submission size(?: (?P<label>\S+?))?:\s*(?P<n>\d+) bytes")
-_CODE = re.compile(r"^Code size(?: \((?P<kind>compressed|uncompressed)\))?:\s*(?P<n>\d+) bytes")
-_ALT_SIZE = re.compile(r"^(?P<label>\S+) model:\s*(?P<n>\d+) bytes\s*\|\s*Total submission:\s*(?P<total>\d+) bytes")
-_BUDGET = re.compile(r"^budget:\s*(\d+)/16000000")
-_ARTIFACT_CODE = re.compile(r"^artifact:.*\bcode:(\d+)")
-_PEAK = re.compile(r"^peak memory(?: allocated)?:\s*(\d+) MiB(?: reserved:\s*(\d+) MiB)?")
-_PARAMS = re.compile(r"^model_params:\s*(\d+)")
-_STOP = re.compile(r"^stopping_early:\s*(\w+)(?:\s+train_time:\s*(\d+)ms)?(?:\s+step:\s*(\d+)/(\d+))?")
-_TOTAL_EVAL = re.compile(r"^total_eval_time:\s*(" + _NUM + r")s")
-_TTT_TIME = re.compile(r"^ttt_time:\s*(\d+)ms")
-_BREAKDOWN = re.compile(r"^bytes_breakdown\s+(.*)$")
-_DIVERGED = re.compile(r"^diverged:")
-_NON_RECORD = re.compile(r"^non_record:\s*(.+)$")
-_EVAL_MODE_SLIDING = re.compile(r"^final_eval_mode:\s*sliding_window")
-_KV_LINE = re.compile(r"^([a-z_]+):(\S+)(?:\s+([a-z_]+):(\S+))*\s*$")
-# keys may hold digits (code_sha256). A key is tried where a run of key characters starts (leading digits skipped,
-# as a scan would): findall from inside a long run of letters would retry it from every letter (quadratic).
-_KV_PAIR = re.compile(r"(?<![a-z0-9_])[0-9]*([a-z_][a-z0-9_]*):(\S+)")
-_HP_HEADER = re.compile(r"^Hyperparameters:\s*$")
-# The start of a result, size, memory or stop line: one that gets this far without matching in full is damaged
-# (truncated by a kill, interleaved with another rank's output) and is counted as malformed.
-_DAMAGED = re.compile(
-    r"^(?:[A-Za-z](?:[\w\-. ]*?[\w\-.])?\s+(?:sliding\s+)?val_loss[:=]\s*[-+.\dnNiI]|"
-    r"Serialized model\b|Total submission size\b|Code size\b|peak memory\b|stopping_early:)"
-)
-_HP_ROW = re.compile(r"^\s{2,}([A-Za-z_][\w]*):\s?(.*)$")
-_RUN_HEADER = re.compile(r"^golf_trainer:\s*(.*)$")
-_ATTENTION = re.compile(r"^attention:(\S+) requested:\S+")  # golf's trainer: the attention kernels that ran
-_VAL_TOKENS = re.compile(r"^val_loader:.*\btokens:(\d+)")
-# Lines that open a new run inside a file that holds several.
-_RUN_START = re.compile(r"^(?:Hyperparameters:\s*$|model_params:|warmup_step:\s*1/|golf_trainer:)")
-
-# Old-style one-line config (`train_batch_tokens:786432 train_seq_len:2048 ...`, `seed:1337`): these keys only.
-_OLD_CONFIG_KEYS = {
-    "train_batch_tokens", "train_seq_len", "iterations", "warmup_steps", "max_wallclock_seconds", "seed",
-    "world_size", "grad_accum_steps", "embed_lr", "head_lr", "matrix_lr", "scalar_lr", "tie_embeddings",
-    "num_heads", "num_kv_heads", "mtp_num_heads", "mtp_loss_weight", "qat",
-}
-# TTT settings some trainers print on their own line after the header (`ttt_lora_alpha: 144.0`): configuration.
-_TTT_SETTING = re.compile(r"^(ttt_[a-z_]+):\s(\S+)$")
-
-
-@dataclass
-class StageValue:
-    val_loss: float | None
-    val_bpb: float
-    exact: bool
-    label: str
-    eval_time_ms: float | None = None
-    decimals: int = 4  # how precisely the log printed val_bpb (8 for `_exact` lines): finer prints win
-
-
-@dataclass
-class ParsedRun:
-    """What one run's log says, under the run store's field names."""
-
-    config: dict[str, str] = field(default_factory=dict)
-    curve: dict[int, dict[str, float]] = field(default_factory=dict)
-    stages: dict[str, StageValue] = field(default_factory=dict)
-    steps: int | None = None
-    iterations: int | None = None
-    train_time_ms: float | None = None
-    step_avg_ms: float | None = None
-    tokens_per_s: float | None = None
-    peak_mem_mib: int | None = None
-    peak_mem_reserved_mib: int | None = None
-    model_params: int | None = None
-    val_tokens: int | None = None
-    model_bytes: int | None = None
-    code_bytes: int | None = None
-    total_bytes: int | None = None
-    quant_label: str | None = None
-    eval_time_ms: float | None = None  # golf's count: every evaluation after training (total_eval_time if printed)
-    record_eval_time_ms: float | None = None  # the records' count: the final scoring pass (the TTT loop for TTT)
-    ttt_time_ms: float | None = None
-    # the records' training clock: the steps plus GPTQ calibration (Hessians, self-generated sequences), in seconds
-    gptq_time_s: float | None = None
-    train_incl_gptq_s: float | None = None
-    train_fits_budget: bool | None = None  # train_incl_gptq_s within TRAIN_BUDGET_S (+ the step-boundary slack)
-    stop_reason: str | None = None
-    diverged: bool = False
-    non_record_reason: str | None = None
-    bytes_breakdown: dict[str, int] | None = None
-    header: dict[str, str] = field(default_factory=dict)
-    events: dict[str, Any] = field(default_factory=dict)  # golf.logparse.events: data, GPTQ, compression, TTT
-    evidence: dict[str, str] = field(default_factory=dict)  # compliance evidence: kind -> the log line that shows it
-    line_of: dict[str, str] = field(default_factory=dict)  # the last line of each family read (events, stop, stages)
-    unplaced: list[tuple[int, str]] = field(default_factory=list)  # (line number, line) nothing could place
-    malformed: int = 0
-    lines: int = 0
-
-    def metrics(self) -> dict[str, Any]:
-        """Flat metrics dict with the store's field names (None where the log is silent)."""
-        out: dict[str, Any] = {
-            "steps": self.steps,
-            "step_avg_ms": self.step_avg_ms,
-            "train_time_ms": self.train_time_ms,
-            "tokens_per_s": self.tokens_per_s,
-            "peak_mem_mib": self.peak_mem_mib,
-            "model_params": self.model_params,
-            "model_bytes": self.model_bytes,
-            "code_bytes": self.code_bytes,
-            "total_bytes": self.total_bytes,
-            "eval_time_ms": self.eval_time_ms,
-            "record_eval_time_ms": self.record_eval_time_ms,
-            "ttt_time_ms": self.ttt_time_ms,
-        }
-        for stage in STAGES:
-            value = self.stages.get(stage.name)
-            out[stage.bpb_field] = value.val_bpb if value else None
-            out[stage.loss_field] = value.val_loss if value else None
-        final = self.final_stage
-        out["final_stage"] = final
-        out["final_bpb"] = self.stages[final].val_bpb if final else None
-        out["final_loss"] = self.stages[final].val_loss if final else None
-        return out
-
-    @property
-    def final_stage(self) -> str | None:
-        return final_stage(self.stages)
-
-    @property
-    def complete(self) -> bool:
-        return self.final_stage is not None
-
-    @property
-    def has_content(self) -> bool:
-        return bool(self.curve or self.stages or self.steps is not None)
-
-    @property
-    def eval_only(self) -> bool:
-        """An evaluation of a saved artifact: no training steps, a score, or the trainer says so."""
-        return bool(self.events.get("eval_only")) or (self.complete and not any(
-            "train_loss" in row for row in self.curve.values()) and self.steps in (None, 0))
-
-
-# Adapt-first TTT trains whole epochs on the validation tokens before one scoring pass; pre-quant TTT trains on
-# them before quantization. Either scores tokens the model has already trained on (non-record, facts §4).
-_ADAPT_FIRST = re.compile(r"^(?:sd)?ttt_epoch:\s*(\d+)/(\d+)\s.*\btime:\s*(" + _NUM + r")s")
-_PREQUANT_TTT = re.compile(r"^(?:pre_?quant_ttt|pre-quant ttt)\b", re.IGNORECASE)
-_PREQUANT_TTT_KNOBS = ("prequant_ttt_enabled", "pre_quant_ttt", "pre_quant_ttt_enabled", "prequant_ttt")
-# TTT loop durations printed beside (or instead of) an eval_time on the result line.
-_TTT_DONE = re.compile(r"^ttt(?:_sliding)?:(?:done|completed)\b.*?\b(?:time|elapsed)[:=]\s*(" + _NUM + r")(ms|s)\b")
-_TTT_PHASE_WALL = re.compile(r"^phase:ttt_eval wall_ms:(\d+)")
-# Lines that are nobody's data: runtime noise, nvidia-smi tables, separators, progress of warm-ups.
-_NOISE = re.compile(
-    r"^(?:[|+=\-_*#>]|Running (?:Python|PyTorch)|nohup:|logs/\S+\.txt$|Source code:|(?:loop_|base_|recur_)?warmup"
-    r"(?:_step)?[:\s]|warmup:|(?:[A-Z][a-z]{2} ){2}|NVIDIA-SMI|\d+\s*$|exit$|LOG_END)")
-_CODE_LIKE = re.compile(
-    r"^(?:def |class |import |from \S+ import|if |elif |else:|for |while |try:|except|finally:|with |return\b|@|"
-    r"\"\"\"|'''|[A-Za-z_][\w.]*\s*(?:[-+*/]?=|\()|\)|\]|\}|\{)")
 _UNPLACED_CAP = 500
 
 
@@ -220,10 +45,10 @@ class LogParser:
 
     # -- public
     def feed(self, raw: str) -> None:
-        line = _TIMESTAMP.sub("", raw.rstrip("\r\n"))
+        line = patterns.TIMESTAMP.sub("", raw.rstrip("\r\n"))
         self.run.lines += 1
         if self._in_hparams:
-            row = _HP_ROW.match(line)
+            row = patterns.HP_ROW.match(line)
             if row:
                 self.run.config[row.group(1).lower()] = row.group(2).strip()
                 self._knob_evidence(row.group(1).lower(), row.group(2).strip(), line)
@@ -244,12 +69,12 @@ class LogParser:
     def _dispatch(self, line: str) -> bool:
         """Place one line; False when nothing in the parser knows it."""
         stripped = line.strip()
-        if _HP_HEADER.match(line):
+        if patterns.HP_HEADER.match(line):
             self._in_hparams = True
             return True
         if self._step_line(stripped):
             return True
-        result = _RESULT.match(stripped) or _RESULT_BPB_ONLY.match(stripped)
+        result = patterns.RESULT.match(stripped) or patterns.RESULT_BPB_ONLY.match(stripped)
         if result:
             return self._result(result, stripped)
         for pattern, handler in self._handlers:
@@ -263,20 +88,20 @@ class LogParser:
             self._event(*event)
             self.run.line_of[event[0].name] = stripped
             return True
-        setting = _TTT_SETTING.match(stripped)
+        setting = patterns.TTT_SETTING.match(stripped)
         if setting:
             self.run.config[setting.group(1)] = setting.group(2)
             return True
         if MARKERS.match(stripped):
             return True
-        if _DAMAGED.match(stripped):
+        if patterns.DAMAGED.match(stripped):
             self.run.malformed += 1
             return True
-        kv = _KV_LINE.match(stripped)
+        kv = patterns.KV_LINE.match(stripped)
         if kv:
             known = False
-            for key, value in _KV_PAIR.findall(stripped):
-                if key in _OLD_CONFIG_KEYS:
+            for key, value in patterns.KV_PAIR.findall(stripped):
+                if key in patterns.OLD_CONFIG_KEYS:
                     # what the run actually used (e.g. grad_accum_steps:8 where the knob said 0 = auto)
                     self.run.config[key] = value
                     known = True
@@ -285,18 +110,18 @@ class LogParser:
 
     def _unplaced(self, line: str) -> None:
         stripped = line.strip()
-        if line[:1].isspace() or _NOISE.match(stripped) or _CODE_LIKE.match(stripped):
+        if line[:1].isspace() or patterns.NOISE.match(stripped) or patterns.CODE_LIKE.match(stripped):
             return  # indented lines, source code and runtime noise are nobody's data
         if self._unplaced_cap is None or len(self.run.unplaced) < self._unplaced_cap:
             self.run.unplaced.append((self.run.lines, stripped))
 
     def _step_line(self, line: str) -> bool:
-        head = _STEP_HEAD.match(line)
+        head = patterns.STEP_HEAD.match(line)
         if not head:
             return False
-        step = _int(head.group(1) or head.group(3))
-        total = _int(head.group(2) or head.group(4))
-        fields = {k: (float(v.replace(",", "")), unit) for k, v, unit in step_fields(head.group(5))}
+        step = stored_int(head.group(1) or head.group(3))
+        total = stored_int(head.group(2) or head.group(4))
+        fields = {k: (float(v.replace(",", "")), unit) for k, v, unit in patterns.step_fields(head.group(5))}
         if not fields:
             if head.group(1):  # `step:N/M` with nothing we can read: a damaged line
                 self.run.malformed += 1
@@ -328,7 +153,7 @@ class LogParser:
                            train_time: tuple[float, str | None] | None) -> None:
         """04-xx lines print train time in tenths of a minute but tok/s (step·batch/elapsed) to the token: with the
         batch size known, tok/s gives the elapsed time and the step time to the millisecond."""
-        batch = _float(self.run.config.get("train_batch_tokens"))
+        batch = float_or_none(self.run.config.get("train_batch_tokens"))
         if not batch or tok_s <= 0 or step <= 0:
             return
         if train_time is not None and train_time[1] not in ("m", "s"):
@@ -343,7 +168,7 @@ class LogParser:
                 self.run.train_time_ms = row["train_time_ms"]
 
     def _result(self, m: re.Match[str], line: str) -> bool:
-        label = _clean_label(m.group("label"))
+        label = clean_label(m.group("label"))
         loss = float(m.group("loss")) if "loss" in m.groupdict() else None
         bpb_text = m.group("bpb")
         bpb = float(bpb_text)
@@ -356,10 +181,10 @@ class LogParser:
         if stage is None:
             return False
         base = label.lower().removesuffix("_exact")
-        decimals = 8 if label.lower().endswith("_exact") else _decimals(bpb_text)
+        decimals = 8 if label.lower().endswith("_exact") else decimals_printed(bpb_text)
         short = self._last_short
-        if decimals >= 6 and short is not None and _rounds_to(bpb, short[2]) and \
-                (loss is None or short[1] is None or _rounds_to(loss, short[1])):
+        if decimals >= 6 and short is not None and rounds_to(bpb, short[2]) and \
+                (loss is None or short[1] is None or rounds_to(loss, short[1])):
             stage = short[0]  # the precise twin of the short line just before it, whatever its label says
         elif stage == "post_quant" and "roundtrip" in base and (self._eval_mode_sliding or (
                 "sliding_windows" in self.run.events and "post_quant" not in self.run.stages)):
@@ -376,7 +201,7 @@ class LogParser:
         if "prequant" in base.replace("-", "").replace("_", "") and "ttt" in base:
             self.run.evidence.setdefault("prequant_ttt", line)
         eval_ms = None
-        t = _EVAL_TIME.search(rest)
+        t = patterns.EVAL_TIME.search(rest)
         if t:
             eval_ms = float(t.group(1)) * (1000.0 if t.group(2) == "s" else 1.0)
             self._eval_times[stage] = eval_ms
@@ -396,7 +221,7 @@ class LogParser:
         return True
 
     def _knob_evidence(self, key: str, value: str, line: str) -> None:
-        if key in _PREQUANT_TTT_KNOBS and value.strip().lower() in ("1", "true", "yes", "on"):
+        if key in patterns.PREQUANT_TTT_KNOBS and value.strip().lower() in ("1", "true", "yes", "on"):
             self.run.evidence.setdefault("prequant_ttt", line.strip())
 
     def _event(self, event: Any, values: dict[str, Any]) -> None:
@@ -409,40 +234,40 @@ class LogParser:
             self.run.val_tokens = values["val_tokens"]
 
     def _serialized_line(self, m: re.Match[str]) -> None:
-        self._serialized[m.group("label")] = _int(m.group("n"))
+        self._serialized[m.group("label")] = stored_int(m.group("n"))
 
     def _total_line(self, m: re.Match[str]) -> None:
-        self._totals[m.group("label")] = _int(m.group("n"))
+        self._totals[m.group("label")] = stored_int(m.group("n"))
 
     def _code_line(self, m: re.Match[str]) -> None:
-        self._code[m.group("kind")] = _int(m.group("n"))
+        self._code[m.group("kind")] = stored_int(m.group("n"))
 
     def _alt_size(self, m: re.Match[str]) -> None:
         label = m.group("label").lower()
-        self._serialized[label] = _int(m.group("n"))
-        self._totals[label] = _int(m.group("total"))
+        self._serialized[label] = stored_int(m.group("n"))
+        self._totals[label] = stored_int(m.group("total"))
 
     def _budget(self, m: re.Match[str]) -> None:
-        self._totals["budget"] = _int(m.group(1))
+        self._totals["budget"] = stored_int(m.group(1))
 
     def _artifact_code(self, m: re.Match[str]) -> None:
-        self._code.setdefault(None, _int(m.group(1)))
+        self._code.setdefault(None, stored_int(m.group(1)))
 
     def _peak(self, m: re.Match[str]) -> None:
-        self.run.peak_mem_mib = _int(m.group(1))
+        self.run.peak_mem_mib = stored_int(m.group(1))
         if m.group(2):
-            self.run.peak_mem_reserved_mib = _int(m.group(2))
+            self.run.peak_mem_reserved_mib = stored_int(m.group(2))
 
     def _params(self, m: re.Match[str]) -> None:
-        self.run.model_params = _int(m.group(1))
+        self.run.model_params = stored_int(m.group(1))
 
     def _stop(self, m: re.Match[str]) -> None:
         self.run.stop_reason = m.group(1)
         if m.group(2):
             self.run.train_time_ms = float(m.group(2))
         if m.group(3):
-            self.run.steps = _int(m.group(3))
-            self.run.iterations = _int(m.group(4))
+            self.run.steps = stored_int(m.group(3))
+            self.run.iterations = stored_int(m.group(4))
 
     def _total_eval(self, m: re.Match[str]) -> None:
         self._total_eval_ms = float(m.group(1)) * 1000.0
@@ -464,7 +289,7 @@ class LogParser:
         self.run.evidence.setdefault("prequant_ttt", m.string)
 
     def _breakdown(self, m: re.Match[str]) -> None:
-        self.run.bytes_breakdown = {k: _int(v) for k, v in _KV_PAIR.findall(m.group(1))}
+        self.run.bytes_breakdown = {k: stored_int(v) for k, v in patterns.KV_PAIR.findall(m.group(1))}
 
     def _diverged(self, m: re.Match[str]) -> None:
         self.run.diverged = True
@@ -477,37 +302,37 @@ class LogParser:
         self._eval_mode_sliding = True
 
     def _val_tokens(self, m: re.Match[str]) -> None:
-        self.run.val_tokens = _int(m.group(1))
+        self.run.val_tokens = stored_int(m.group(1))
 
     def _header(self, m: re.Match[str]) -> None:
-        self.run.header.update(dict(_KV_PAIR.findall(m.group(1))))
+        self.run.header.update(dict(patterns.KV_PAIR.findall(m.group(1))))
 
     def _attention(self, m: re.Match[str]) -> None:
         self.run.header["attention"] = m.group(1)
 
     _handlers: list[tuple[re.Pattern[str], Any]] = [
-        (_SERIALIZED, _serialized_line),
-        (_TOTAL, _total_line),
-        (_CODE, _code_line),
-        (_ALT_SIZE, _alt_size),
-        (_BUDGET, _budget),
-        (_ARTIFACT_CODE, _artifact_code),
-        (_PEAK, _peak),
-        (_PARAMS, _params),
-        (_STOP, _stop),
-        (_TOTAL_EVAL, _total_eval),
-        (_TTT_TIME, _ttt_time),
-        (_TTT_DONE, _ttt_done),
-        (_TTT_PHASE_WALL, _ttt_phase_wall),
-        (_ADAPT_FIRST, _adapt_first),
-        (_PREQUANT_TTT, _prequant_ttt),
-        (_BREAKDOWN, _breakdown),
-        (_DIVERGED, _diverged),
-        (_NON_RECORD, _non_record),
-        (_EVAL_MODE_SLIDING, _eval_mode),
-        (_RUN_HEADER, _header),
-        (_ATTENTION, _attention),
-        (_VAL_TOKENS, _val_tokens),
+        (patterns.SERIALIZED, _serialized_line),
+        (patterns.TOTAL, _total_line),
+        (patterns.CODE, _code_line),
+        (patterns.ALT_SIZE, _alt_size),
+        (patterns.BUDGET, _budget),
+        (patterns.ARTIFACT_CODE, _artifact_code),
+        (patterns.PEAK, _peak),
+        (patterns.PARAMS, _params),
+        (patterns.STOP, _stop),
+        (patterns.TOTAL_EVAL, _total_eval),
+        (patterns.TTT_TIME, _ttt_time),
+        (patterns.TTT_DONE, _ttt_done),
+        (patterns.TTT_PHASE_WALL, _ttt_phase_wall),
+        (patterns.ADAPT_FIRST, _adapt_first),
+        (patterns.PREQUANT_TTT, _prequant_ttt),
+        (patterns.BREAKDOWN, _breakdown),
+        (patterns.DIVERGED, _diverged),
+        (patterns.NON_RECORD, _non_record),
+        (patterns.EVAL_MODE_SLIDING, _eval_mode),
+        (patterns.RUN_HEADER, _header),
+        (patterns.ATTENTION, _attention),
+        (patterns.VAL_TOKENS, _val_tokens),
     ]
 
     def _finish(self) -> None:
@@ -542,7 +367,7 @@ class LogParser:
         if self._tok_s_logged is not None:
             run.tokens_per_s = self._tok_s_logged
         elif run.step_avg_ms:
-            batch = _float(run.config.get("train_batch_tokens"))
+            batch = float_or_none(run.config.get("train_batch_tokens"))
             if batch:
                 run.tokens_per_s = batch / (run.step_avg_ms / 1000.0)
 
@@ -583,61 +408,13 @@ class LogParser:
             run.record_eval_time_ms = None
 
 
-def step_fields(text: str) -> list[tuple[str, str, str]]:
-    """`_FIELD.findall(text)` in linear time. A key that fails where a run of key characters starts fails from every
-    later letter of that run too (same end, same text after it), so the scan goes on after the run, where findall
-    would retry the run once per letter (quadratic in a long run of letters)."""
-    found: list[tuple[str, str, str]] = []
-    pos = 0
-    while (run := _KEY_RUN.search(text, pos)) is not None:
-        field_ = _FIELD.match(text, run.start())
-        if field_ is None:
-            pos = run.end()
-            continue
-        key, value, unit = field_.groups(default="")  # findall's empty string for a missing unit
-        found.append((key, value, unit))
-        pos = field_.end()
-    return found
-
-
-def _clean_label(text: str) -> str:
-    """The label without the settings some logs print between it and val_loss (`stride:64`)."""
-    words = text.strip().split()
-    return " ".join([words[0]] + [w for w in words[1:] if not _SETTING.match(w)]) if words else ""
-
-
-def _rounds_to(exact: float, short: float) -> bool:
-    """Whether an 8-decimal value prints as the 4-decimal one (the `_exact` twin of a short result line)."""
-    return abs(exact - short) <= 0.00005 + 1e-12
-
-
-def _decimals(text: str) -> int:
-    """Decimals printed: eight mark an exact value even without the `_exact` suffix (04-01 logs)."""
-    return len(text.split(".")[1]) if "." in text else 0
-
-
-def _int(text: str) -> int:
-    """An integer of a log line; ValueError (a malformed line) for one the run store could not hold."""
-    value = int(text)
-    if value > MAX_INT:
-        raise ValueError(f"{text[:30]}: larger than any stored integer")
-    return value
-
-
-def _float(value: str | None) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
 def parse_log(lines: Iterable[str]) -> list[ParsedRun]:
     """Split a log into run segments and parse each; segments without content are dropped."""
     segments: list[ParsedRun] = []
     parser = LogParser()
     for raw in lines:
-        line = _TIMESTAMP.sub("", raw.rstrip("\r\n"))
-        if _RUN_START.match(line) and parser.run.has_content and not parser._in_hparams:
+        line = patterns.TIMESTAMP.sub("", raw.rstrip("\r\n"))
+        if patterns.RUN_START.match(line) and parser.run.has_content and not parser._in_hparams:
             segments.append(parser.run)
             parser = LogParser()
         parser.feed(raw)
