@@ -77,19 +77,24 @@ def test_a_sleeping_cell_is_cancelled_and_a_running_one_reattached(local: SlurmE
     handle = local.submit(CellLaunch("s1.0", py("""\
         import os, signal, sys, time
         open("child.pid", "w").write(str(os.getpid()))
-        signal.signal(signal.SIGINT, lambda *_: (print("stopped", flush=True), sys.exit(130)))
+        def stop(*_):  # like golf run: stopping its trainer and recording the run takes a while
+            time.sleep(1.5)
+            print("stopped", flush=True)
+            sys.exit(143)
+        signal.signal(signal.SIGTERM, stop)
         print("sleeping", flush=True)
         time.sleep(120)"""), log))
     wait_text(log, "sleeping")
     reattached = make_executor({"cluster": "local"}).reattach(handle.job_id)
     assert reattached is not None and reattached.poll() is None and handle.poll() is None
-    reattached.cancel()  # what `golf queue --cancel` does from another golf
-    assert wait_code(handle, 30) == 130 and wait_code(reattached, 30) == 130  # the job returned the cell's code
+    reattached.cancel()  # what `golf queue cancel` does from another golf
+    # the job waited for the cell to stop and returned its code (no job killed before its golf run recorded)
+    assert wait_code(handle, 30) == 143 and wait_code(reattached, 30) == 143
     assert log.read_text() == "sleeping\nstopped\n"
     pid = int((workdir / "child.pid").read_text())
     assert not Path(f"/proc/{pid}").exists()
     handle.cancel()  # an ended cell: nothing to do
-    assert handle.poll() == 130
+    assert handle.poll() == 143
 
 
 def test_multi_node_tasks_join_the_first_nodes_rendezvous(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

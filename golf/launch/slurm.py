@@ -240,12 +240,16 @@ class SlurmCell:
         return bool(self.job.done())
 
     def cancel(self) -> None:
-        """scancel (Slurm) or SIGINT to the local job's controller; nothing for an ended job."""
+        """scancel (Slurm: SIGTERM to the job's processes, SIGKILL after the cluster's KillWait), or SIGTERM to the
+        local job's controller, which passes it to the job; nothing for an ended job. Either way the job's body
+        passes it to the cell's golf run, which stops its trainer and records the run, and the job returns the
+        cell's exit code. (submitit's own local cancel is SIGINT, after which the controller kills the job within a
+        second, before a golf run has recorded anything.)"""
         if self.poll() is not None:
             return
-        if self._pid is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(self._pid, signal.SIGINT)
+        if _is_local(self.job):
+            with contextlib.suppress(ProcessLookupError, PermissionError, ValueError):
+                os.kill(self._pid or int(self.job_id), signal.SIGTERM)
             return
         self.job.cancel(check=False)
 
