@@ -56,26 +56,43 @@ def test_blockwise_kernel_equals_each_document_alone(span: int) -> None:
     t, starts = 40, [0, 9, 10, 23, 31]  # a one-token document at 9; with span 5 the longer ones are cut
     q, k, v = torch.randn(1, t, 4, 8), torch.randn(1, t, 2, 8), torch.randn(1, t, 2, 8)
     ids = _ids_with_docs(starts, t)
-    lay = with_mask(layout(ids, span), 4, torch.device("cpu"))
+    lay = with_mask(layout(ids, span), torch.device("cpu"))
     bounds = starts + [t]
     pieces = [(s, min(s + span, e)) for a, e in zip(bounds, bounds[1:], strict=False) for s in range(a, e, span)]
     assert torch.allclose(isolated_attention(q, k, v, lay), _reference(q, k, v, pieces), atol=1e-5)
 
 
-def test_flex_kernel_equals_blockwise_kernel() -> None:
+@pytest.mark.parametrize("t,span", [(64, 32), (300, 128), (40, 64), (200, 200)])
+def test_flex_kernel_equals_each_document_alone(t: int, span: int) -> None:
+    """The CUDA kernel (flex blocks padded to 128, the previous block as keys when a row holds several), run
+    eagerly on the CPU: rows longer than the span, not a multiple of the tile, and one block alone."""
     torch.manual_seed(1)
-    t = 64
     q, k, v = torch.randn(2, t, 2, 8), torch.randn(2, t, 1, 8), torch.randn(2, t, 1, 8)
-    ids = torch.cat((_ids_with_docs([0, 13, 40], t), _ids_with_docs([5, 6, 30], t)))
-    dense = with_mask(layout(ids, 32), 2, torch.device("cpu"))
-    flex = layout(ids, 32)
-    from golf.trainer import doc_attention
-
-    flex.mask = doc_attention._block_mask(flex.segment, 2)  # the CUDA kernel, run eagerly on the CPU
+    starts = ([0, 13, 40], [5, 6, 30])
+    ids = torch.cat([_ids_with_docs([s for s in row if s < t], t) for row in starts])
+    lay = with_mask(layout(ids, span), torch.device("cpu"), "flex")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "flex_attention called without torch.compile" is expected here
-        got = isolated_attention(q, k, v, flex)
-    assert torch.allclose(got, isolated_attention(q, k, v, dense), atol=1e-5)
+        got = isolated_attention(q, k, v, lay)
+    for row in range(2):
+        first = [s for s in starts[row] if s < t]
+        bounds = ([0] if first[0] else []) + first + [t]
+        pieces = [(s, min(s + span, e)) for a, e in zip(bounds, bounds[1:], strict=False) for s in range(a, e, span)]
+        want = _reference(q[row:row + 1], k[row:row + 1], v[row:row + 1], pieces)
+        assert torch.allclose(got[row:row + 1], want, atol=1e-5), row
+
+
+def test_flex_blocks_keep_the_mask_near_the_diagonal() -> None:
+    """A packed row of 4 spans: 4 blocks of 128 queries against 256 keys (not 512 x 512)."""
+    from golf.trainer.doc_attention import FlexBlocks
+
+    blocks = FlexBlocks.of(512, 128)
+    assert (blocks.nb, blocks.rows, blocks.with_previous) == (4, 128, True)
+    seg = torch.arange(512).view(1, 512)
+    keys = blocks.keys(seg, -1)
+    assert keys.shape == (4, 256)
+    assert keys[0, :128].tolist() == [-1] * 128 and keys[2].tolist() == list(range(128, 384))
+    assert FlexBlocks.of(100, 2048) == FlexBlocks(100, 100, 1, 128)
 
 
 def _doc_gpt(**extra: object) -> GPT:
@@ -159,3 +176,20 @@ def test_make_train_loader_follows_the_knob(tmp_path: Path) -> None:
                                  torch.device("cpu"))
     xs, _ = shuffled.next_batch(64, 16, 1)
     assert xs.shape == (4, 16)  # random sequences stay rows: packing them would join unrelated text
+
+
+def test_kernel_knob_picks_the_mask_and_both_score_alike() -> None:
+    from golf.trainer.doc_attention import FlexMask, mask_kernel
+
+    assert mask_kernel("auto", torch.device("cpu")) == "sdpa" and mask_kernel("auto", torch.device("cuda")) == "flex"
+    assert mask_kernel("flex", torch.device("cpu")) == "flex"
+    ids = _ids_with_docs([0, 9, 20], 40)
+    assert isinstance(with_mask(layout(ids, 32), torch.device("cpu"), "flex").mask, FlexMask)
+    assert isinstance(with_mask(layout(ids, 32), torch.device("cpu"), "sdpa").mask, torch.Tensor)
+    sdpa, flex = _doc_gpt(), _doc_gpt(DOC_ATTENTION_KERNEL="flex")
+    flex.load_state_dict(sdpa.state_dict())
+    packed = torch.randint(2, 64, (1, 80), generator=torch.Generator().manual_seed(4))
+    packed[0, [0, 30, 31, 70]] = BOS_ID  # a 39-token document: cut at the 32-token span
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert torch.allclose(flex.token_losses(packed, packed), sdpa.token_losses(packed, packed), atol=1e-5)

@@ -164,3 +164,28 @@ def test_phased_ttt_takes_nothing_from_later_documents() -> None:
     assert not np.allclose(base[after_first_phase], no_sgd[after_first_phase], atol=1e-4)
     assert np.allclose(base[np.flatnonzero((rank < 3) & (np.arange(rank.size) > 0))],
                        no_sgd[np.flatnonzero((rank < 3) & (np.arange(rank.size) > 0))], atol=1e-6)
+
+
+def test_a_phase_after_the_last_document_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A prefix of every document: the last phase's global SGD would come after all scoring, so it never runs."""
+    from golf.trainer import phased_ttt as phased
+
+    calls: list[int] = []
+    monkeypatch.setattr(phased, "global_sgd", lambda _m, tokens, *_a, **_k: calls.append(tokens.numel()) or 0)
+    tokens = stream(LENGTHS)
+    phased_ttt(perturbed_tiny_gpt(VOCAB, SEQ), tokens, luts(), CFG,
+               replace(GLOBAL, prefix_docs=len(LENGTHS), num_phases=2), RT)
+    first_half = sorted(LENGTHS, reverse=True)[:len(LENGTHS) // 2]
+    assert calls == [sum(first_half) + len(first_half)]  # phase 1 only: its documents, each through the next BOS
+
+
+def test_allow_graphs_raises_the_recompile_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch._dynamo.config as dynamo_config
+
+    from golf.trainer.lora_ttt import allow_graphs
+
+    monkeypatch.setattr(dynamo_config, "recompile_limit", 8)
+    allow_graphs(7)
+    assert dynamo_config.recompile_limit == 22
+    allow_graphs(1)  # never lowered
+    assert dynamo_config.recompile_limit == 22

@@ -6,9 +6,14 @@ window, TTT) isolates documents with no extra plumbing. A segment is a document 
 tokens (the records cap one attention span at the training sequence length); RoPE positions restart at 0 in each
 segment, so a document scores exactly as if it were run alone.
 
-Kernels: FlexAttention with a block mask on CUDA (compiled with the model: only the blocks a segment touches are
-computed); elsewhere an exact blockwise SDPA: queries in blocks of `span`, each attending to its own block and the one
-before it (a segment of at most `span` tokens never reaches further back), with a dense mask of span x 2·span.
+Kernels (DOC_ATTENTION_KERNEL; auto: flex on CUDA, sdpa elsewhere). Both cut a row into blocks of `span` queries,
+each attending to its own block and the one before it (a segment of at most `span` tokens never reaches further
+back), so the mask costs T x 2·span, never T x T (a packed training row is TRAIN_BATCH_TOKENS / 8 tokens on one GPU):
+- flex: FlexAttention with a block mask (only the 128 x 128 tiles a segment touches are computed); blocks padded to
+  a multiple of 128; a row no longer than `span` is one block with no previous one. Inside torch.compile the mask
+  and the kernel are part of the graph; called eagerly on CUDA (GPTQ's calibration forwards) the kernel goes
+  through its own torch.compile, since uncompiled flex attention materializes every score.
+- sdpa: exact SDPA with a dense mask of span x 2·span per block.
 
 The packing loader serves each micro-batch as one row of TRAIN_BATCH_TOKENS / (ranks x micro-steps) tokens
 (the same tokens, in the same order, as the row loader), so documents are cut only at the `span` cap, not at
@@ -38,7 +43,7 @@ class DocLayout:
     position: Tensor  # (B, T) int64, 0 at each segment start
     doc_start: Tensor  # (B, T) bool: a BOS or the first token of the row (no earlier token of its document)
     span: int  # longest segment
-    mask: Any = None  # the kernel's mask (a FlexAttention BlockMask on CUDA, a dense bool tensor elsewhere)
+    mask: Any = None  # the kernel's mask (a FlexMask for flex, a dense bool tensor for sdpa)
 
 
 def segment_span(seq_len: int, hp: Any) -> int:
@@ -63,24 +68,24 @@ def layout(ids: Tensor, span: int) -> DocLayout:
     return DocLayout(seg_start.long().cumsum(dim=1), in_doc % span, doc_start, span)
 
 
-def with_mask(lay: DocLayout, heads: int, device: torch.device) -> DocLayout:
-    """Attach the attention mask of the layout for the kernel that runs on `device`."""
-    if device.type == "cuda":
-        lay.mask = _block_mask(lay.segment, heads)
+KERNELS = ("auto", "flex", "sdpa")
+FLEX_TILE = 128  # FlexAttention's block-mask tile (its default BLOCK_SIZE)
+
+
+def mask_kernel(requested: str, device: torch.device) -> str:
+    """The kernel DOC_ATTENTION_KERNEL=`requested` runs on `device`."""
+    if requested == "auto":
+        return "flex" if device.type == "cuda" else "sdpa"
+    return requested
+
+
+def with_mask(lay: DocLayout, device: torch.device, kernel: str = "auto") -> DocLayout:
+    """Attach the attention mask of the layout for the kernel (DOC_ATTENTION_KERNEL) that runs on `device`."""
+    if mask_kernel(kernel, device) == "flex":
+        lay.mask = _flex_block_mask(lay.segment, lay.span)
     else:
         lay.mask = _blockwise_mask(lay.segment, lay.span)
     return lay
-
-
-def _block_mask(segment: Tensor, heads: int) -> Any:
-    from torch.nn.attention.flex_attention import create_block_mask
-
-    b, t = segment.shape
-
-    def same_doc_causal(bi: Tensor, _h: Tensor, qi: Tensor, ki: Tensor) -> Tensor:
-        return (segment[bi, qi] == segment[bi, ki]) & (ki <= qi)
-
-    return create_block_mask(same_doc_causal, b, None, t, t, device=segment.device)
 
 
 def _pad_to(x: Tensor, length: int, dim: int, value: float = 0) -> Tensor:
@@ -104,14 +109,101 @@ def _blockwise_mask(segment: Tensor, span: int) -> Tensor:
     return allowed.view(b * nb, 1, span, 2 * span)
 
 
+# ---------------------------------------------------------------------------------------------- flex blocks
+@dataclass(frozen=True)
+class FlexBlocks:
+    """How a (B, T) row set is cut for the flex kernel: nb blocks of `span` queries per row, each padded to `rows`
+    (a multiple of the 128 tile); keys are the previous block and this one (2·rows), or this one alone (nb = 1)."""
+
+    t: int
+    span: int
+    nb: int
+    rows: int
+
+    @classmethod
+    def of(cls, t: int, span: int) -> FlexBlocks:
+        span = min(span, t)
+        nb = -(-t // span)
+        return cls(t, span, nb, -(-span // FLEX_TILE) * FLEX_TILE)
+
+    @property
+    def with_previous(self) -> bool:
+        return self.nb > 1
+
+    def queries(self, x: Tensor, value: float = 0) -> Tensor:
+        """(B, T, ...) -> (B·nb, rows, ...): each block's tokens, then padding. The padding comes last, on the
+        4-D blocks (inductor's flex lowering reads its inputs' buffer as (B, H, T, D))."""
+        x = _pad_to(x, self.nb * self.span, 1, value)
+        return _pad_to(x.reshape(x.size(0) * self.nb, self.span, *x.shape[2:]), self.rows, 1, value)
+
+    def keys(self, x: Tensor, value: float = 0) -> Tensor:
+        """(B, T, ...) -> (B·nb, rows or 2·rows, ...): block i-1 (padding before a row's first), then block i."""
+        blocks = self.queries(x, value)
+        if not self.with_previous:
+            return blocks
+        shifted = torch.cat((torch.full_like(blocks[:1], value), blocks[:-1]))  # block j-1 of the flat order
+        first = (torch.arange(blocks.size(0), device=x.device) % self.nb == 0).view(-1, *[1] * (blocks.dim() - 1))
+        prev = torch.where(first, torch.full_like(shifted, value), shifted)  # a row's first block has none
+        return torch.cat((prev, blocks), dim=1)
+
+    def unblock(self, y: Tensor, b: int) -> Tensor:
+        """(B·nb, rows, ...) -> (B, T, ...)."""
+        y = y.unflatten(0, (b, self.nb))[:, :, :self.span]
+        return y.flatten(1, 2)[:, :self.t]
+
+
+@dataclass
+class FlexMask:
+    block_mask: Any  # torch.nn.attention.flex_attention.BlockMask over (B·nb, rows, key length)
+    blocks: FlexBlocks
+
+
+_PAD_SEGMENT = -1  # padding rows and keys: a segment of their own (every padding query sees itself, never a token)
+
+
+def _flex_block_mask(segment: Tensor, span: int) -> FlexMask:
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    blocks = FlexBlocks.of(segment.size(1), span)
+    q_seg = blocks.queries(segment, _PAD_SEGMENT)  # (B·nb, rows)
+    k_seg = blocks.keys(segment, _PAD_SEGMENT)  # (B·nb, rows or 2·rows)
+    offset = blocks.rows if blocks.with_previous else 0  # key index of query 0's own position
+
+    def same_segment_causal(bi: Tensor, _h: Tensor, qi: Tensor, ki: Tensor) -> Tensor:
+        return (q_seg[bi, qi] == k_seg[bi, ki]) & (ki <= qi + offset)
+
+    mask = create_block_mask(same_segment_causal, q_seg.size(0), None, q_seg.size(1), k_seg.size(1),
+                             device=segment.device, BLOCK_SIZE=FLEX_TILE)
+    return FlexMask(mask, blocks)
+
+
+_COMPILED_FLEX: list[Any] = []
+
+
+def _flex_kernel(device: torch.device) -> Any:
+    """flex_attention itself inside torch.compile (the graph compiles it); else, on CUDA, a compiled copy (eager
+    flex attention materializes the full score matrix); on the CPU eagerly (tests)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if device.type != "cuda" or torch.compiler.is_compiling():
+        return flex_attention
+    if not _COMPILED_FLEX:
+        _COMPILED_FLEX.append(torch.compile(flex_attention, dynamic=False))
+    return _COMPILED_FLEX[0]
+
+
+def _flex_attention(q: Tensor, k: Tensor, v: Tensor, mask: FlexMask) -> Tensor:
+    blocks, b = mask.blocks, q.size(0)
+    qb = blocks.queries(q).transpose(1, 2)  # (B·nb, H, rows, D)
+    kb, vb = blocks.keys(k).transpose(1, 2), blocks.keys(v).transpose(1, 2)
+    y = _flex_kernel(q.device)(qb, kb, vb, block_mask=mask.block_mask, enable_gqa=k.size(2) != q.size(2))
+    return blocks.unblock(y.transpose(1, 2), b)  # type: ignore[union-attr]
+
+
 def isolated_attention(q: Tensor, k: Tensor, v: Tensor, lay: DocLayout) -> Tensor:
     """Attention of q (B, T, H, D) over k, v (B, T, Hkv, D) within segments; returns (B, T, H, D)."""
-    if not isinstance(lay.mask, Tensor):
-        from torch.nn.attention.flex_attention import flex_attention
-
-        y = flex_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), block_mask=lay.mask,
-                           enable_gqa=k.size(2) != q.size(2))
-        return y.transpose(1, 2)  # type: ignore[union-attr]
+    if isinstance(lay.mask, FlexMask):
+        return _flex_attention(q, k, v, lay.mask)
     b, t, h, d = q.shape
     span = lay.span
     nb = -(-t // span)

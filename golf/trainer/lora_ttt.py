@@ -167,6 +167,17 @@ def padded_width(width: int, widths: list[int]) -> int:
     return next(w for w in widths if w >= width)
 
 
+def allow_graphs(widths: int) -> None:
+    """Let dynamo keep a graph per window width beside the evaluation's own graphs of token_losses: past its
+    recompile limit (8 per function by default) a width would silently run eagerly."""
+    import torch._dynamo.config as dynamo_config
+
+    need = 2 * widths + 8
+    for name in ("recompile_limit", "cache_size_limit"):  # the older name is an alias in newer torch
+        if hasattr(dynamo_config, name) and getattr(dynamo_config, name) < need:
+            setattr(dynamo_config, name, need)
+
+
 @dataclass
 class ScoreLog:
     """Float64 (loss, targets, bytes) so far; optionally every target's loss by stream position (tests)."""
@@ -193,6 +204,7 @@ class DocumentTTT:
         self.widths = window_widths(cfg)
         self.loss_fn: Callable[[Tensor, Tensor], Tensor] = model.token_losses
         if compile_fn:
+            allow_graphs(len(self.widths))
             self.loss_fn = torch.compile(model.token_losses, dynamic=False, fullgraph=True)
 
     def _fresh(self) -> None:
@@ -250,12 +262,13 @@ class DocumentTTT:
                         IGNORE_TARGET)
         offset = (c0 - win0).clamp_min(0)
         scored = in_window & (col[None, :] >= offset[:, None]).to(dev)
-        trained = scored & (ci < n_chunks - 1)[:, None].to(dev)
+        learns = active & (ci < n_chunks - 1)  # on the host: no device sync per chunk to find out
+        trained = scored & learns[:, None].to(dev)
         with torch.enable_grad():
             losses = self.loss_fn(x, y)
         with torch.no_grad():
             self._add_scores(losses.detach(), x, y, safe + 1, scored, log)
-        if not bool(trained.any()):
+        if not bool(learns.any()):  # every active document's chunk is its last: scored, never trained on
             return
         for step in range(cfg.grad_steps):
             if step:

@@ -63,6 +63,7 @@ class ModelConfig:
     parallel_start_layer: int
     ortho_init: bool
     doc_attention: bool
+    doc_attention_kernel: str
     num_loops: int
     loop_start: int
     loop_end: int
@@ -485,7 +486,8 @@ class GPT(nn.Module):
         dtype = self.compute_dtype
         doc = None
         if self.cfg.doc_attention:  # every position sees only its own document (golf.trainer.doc_attention)
-            doc = with_mask(layout(ids, segment_span(ids.size(1), self.cfg)), self.cfg.num_heads, ids.device)
+            doc = with_mask(layout(ids, segment_span(ids.size(1), self.cfg)), ids.device,
+                            self.cfg.doc_attention_kernel)
         x = self.tok_emb(ids).to(dtype)
         if self.bigram is not None:
             x = x + self.bigram(ids, dtype, None if doc is None else doc.doc_start)

@@ -102,6 +102,11 @@ def phased_ttt(model: GPT, val_tokens: torch.Tensor, luts: ByteLUTs, cfg: LoRASe
     def after_round(scored_docs: int, log: ScoreLog) -> None:
         while state["phase"] < len(bounds) and scored_docs >= bounds[state["phase"]]:
             phase = state["phase"]
+            if scored_docs >= len(docs):  # every document is scored: a global pass could change no score
+                rt.log(f"ttpp: phase:{phase + 1}/{len(bounds)} skipped: no document left to score")
+                state["phase"] = len(bounds)
+                log.extra["global_done"] = True
+                break
             chosen = order[:bounds[phase]]
             rt.log(f"ttpp: phase:{phase + 1}/{len(bounds)} pd:{scored_docs} gd:{len(chosen)} "
                    f"t:{time.perf_counter() - state['start']:.1f}s")

@@ -19,7 +19,7 @@ from .artifact import gptq_reserve_line
 from .attention import fa4_version, resolve_backend
 from .bpb import SIDECAR_PATTERN, load_byte_sidecar, load_luts
 from .data import TrainLoader, load_val_tokens
-from .doc_attention import make_train_loader
+from .doc_attention import make_train_loader, mask_kernel
 from .evaluate import evaluate_plain, val_batch_seqs
 from .fused_mlp import fused_mlp_line
 from .hparams import Hyperparameters, KnobError
@@ -239,7 +239,7 @@ def log_header(hp: Hyperparameters, rt: Runtime, trainer: Trainer) -> None:
     if mlp_line:
         rt.log(mlp_line)
     if hp.doc_attention:
-        kernel = "flex_block_mask" if rt.is_cuda else "blockwise_sdpa"
+        kernel = "flex_block_mask" if mask_kernel(hp.doc_attention_kernel, rt.device) == "flex" else "blockwise_sdpa"
         rt.log(f"doc_attention:enabled kernel:{kernel} max_span:{hp.train_seq_len} loader:packed")
     if hp.xsa_last_n:
         rt.log(f"XSA:last_{hp.xsa_last_n} active_layers:{info['xsa_layers']}")
