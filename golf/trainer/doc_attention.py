@@ -166,11 +166,17 @@ def _flex_block_mask(segment: Tensor, span: int) -> FlexMask:
 
     blocks = FlexBlocks.of(segment.size(1), span)
     q_seg = blocks.queries(segment, _PAD_SEGMENT)  # (B·nb, rows)
-    k_seg = blocks.keys(segment, _PAD_SEGMENT)  # (B·nb, rows or 2·rows)
-    offset = blocks.rows if blocks.with_previous else 0  # key index of query 0's own position
+    if blocks.with_previous:
+        k_seg = blocks.keys(segment, _PAD_SEGMENT)  # (B·nb, 2·rows): block i-1, then block i
+        offset = blocks.rows  # key index of query 0's own position
 
-    def same_segment_causal(bi: Tensor, _h: Tensor, qi: Tensor, ki: Tensor) -> Tensor:
-        return (q_seg[bi, qi] == k_seg[bi, ki]) & (ki <= qi + offset)
+        def same_segment_causal(bi: Tensor, _h: Tensor, qi: Tensor, ki: Tensor) -> Tensor:
+            return (q_seg[bi, qi] == k_seg[bi, ki]) & (ki <= qi + offset)
+    else:  # one block: keys are the queries' own tokens (one captured tensor, not two equal ones)
+        k_seg = q_seg
+
+        def same_segment_causal(bi: Tensor, _h: Tensor, qi: Tensor, ki: Tensor) -> Tensor:
+            return (q_seg[bi, qi] == q_seg[bi, ki]) & (ki <= qi)
 
     mask = create_block_mask(same_segment_causal, q_seg.size(0), None, q_seg.size(1), k_seg.size(1),
                              device=segment.device, BLOCK_SIZE=FLEX_TILE)
