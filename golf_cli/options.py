@@ -30,6 +30,11 @@ SetOption = Annotated[Optional[list[str]], typer.Option(
 DataOption = Annotated[Optional[str], typer.Option(
     "--data", metavar="sample|DIR", help="Data: the built-in sample or a folder of shards.")]
 NprocOption = Annotated[Optional[str], typer.Option("--nproc", metavar="N|auto", help="Processes per node.")]
+CompileCacheOption = Annotated[bool, typer.Option(
+    "--compile-cache/--no-compile-cache",
+    help="Keep torch.compile's graphs in golf's cache folder ($GOLF_CACHE_DIR/compile, default "
+         "~/.cache/golf/compile) and reuse them in later runs of the same shapes; --no-compile-cache compiles every "
+         "graph from scratch and reads or writes no cache (GOLF_COMPILE_CACHE=0).")]
 # Commands taking --set accept further KEY=VALUE words after it (`--set A=1 B=2`), as users type them.
 EXTRA_SETS = {"allow_extra_args": True, "ignore_unknown_options": True}
 

@@ -3,7 +3,9 @@
 `golf bench` launches a spec with `bench_overrides` (a short run, no TTT, every 10th step logged) and turns the
 run's log into `bench_report`. Step times come from the `train_time` of the logged steps: the trainer logs it
 after the step's loss reached the host, so the difference between two logged steps is GPU time, and the median
-over 10-step windows after the first `skip` steps leaves compilation, warm-up and stragglers out.
+over 10-step windows after the first `skip` steps leaves compilation, warm-up and stragglers out. What a run costs
+before its steps is reported on its own: the time to the first step (from the trainer process's start) and the
+evaluation graphs' warm-up, with each graph's seconds and whether inductor's compile cache was warm.
 """
 
 from __future__ import annotations
@@ -116,6 +118,11 @@ def bench_report(run: Any, parsed: ParsedRun, skip: int = LOG_EVERY,
         "tflops": tflops,
         "peak_tflops": peak_tflops,
         "mfu": tflops / peak_tflops if peak_tflops else None,  # None: a CPU run, no peak to compare with
+        "time_to_first_step_s": run.time_to_first_step_s,
+        "eval_warmup_s": run.eval_warmup_s,
+        "eval_warmup_graphs": parsed.events.get("eval_warmup_graphs"),  # graph -> seconds
+        "compile_cache": parsed.events.get("compile_cache"),  # warm, cold, partial, none or off
+        "compile_cache_hits": _hits(parsed.events),
         "peak_mem_mib": run.peak_mem_mib,
         "peak_mem_reserved_mib": run.peak_mem_reserved_mib,
         "grad_accum_steps": _int(parsed.config.get("grad_accum_steps")),
@@ -128,6 +135,14 @@ def bench_report(run: Any, parsed: ParsedRun, skip: int = LOG_EVERY,
         "post_quant_bpb": run.post_quant_bpb,
         "sliding_bpb": run.sliding_bpb,
     }
+
+
+def _hits(events: Mapping[str, Any]) -> dict[str, int] | None:
+    """The compile cache's lookups (FX graph and AOTAutograd hits and misses), as the trainer last logged them."""
+    keys = ("fx_hit", "fx_miss", "aot_hit", "aot_miss")
+    if f"compile_cache_{keys[0]}" not in events:
+        return None
+    return {key: events[f"compile_cache_{key}"] for key in keys}
 
 
 def _int(text: str | None) -> int | None:

@@ -299,10 +299,24 @@ def _check_environment(where: str) -> None:
             raise GolfError(unknown_knob_message(name, f"{where}: your environment has "))
 
 
+def compile_cache_env(keep: bool) -> dict[str, str]:
+    """The trainer's compile-cache variables (golf.trainer.compile_cache): inductor's caches in golf's cache folder,
+    or switched off; a variable of the user's environment is left to it."""
+    from golf.trainer.compile_cache import CACHE_SWITCH, cache_env
+
+    wanted = {} if keep else {CACHE_SWITCH: "0"}
+    try:
+        return {**wanted, **cache_env({**os.environ, **wanted})}
+    except KnobError as exc:
+        raise GolfError(f"your environment's {exc}") from None
+
+
 def plan_runs(spec: Spec, store: Any = None, *, nnodes: int = 1, node_rank: int = 0,
-              rdzv_endpoint: str | None = None, prepare_data: bool = True) -> list[RunPlan]:
+              rdzv_endpoint: str | None = None, prepare_data: bool = True,
+              compile_cache: bool = True) -> list[RunPlan]:
     """One RunPlan per seed of the spec. `store` (a golf.store.Store, or None in a dry run without one) makes the
-    run names unique; `prepare_data=False` (dry run) neither builds nor checks the data."""
+    run names unique; `prepare_data=False` (dry run) neither builds nor checks the data; `compile_cache=False`
+    (--no-compile-cache) has the trainer compile every graph from scratch."""
     if nnodes < 1 or not 0 <= node_rank < nnodes:
         raise GolfError(f"--node-rank {node_rank}: expected 0..{nnodes - 1} for --nnodes {nnodes}")
     if nnodes > 1 and not rdzv_endpoint:
@@ -315,6 +329,7 @@ def plan_runs(spec: Spec, store: Any = None, *, nnodes: int = 1, node_rank: int 
     # the trainer must be this golf's (the code_hash describes it), whatever else is on sys.path
     package_root = str(Path(golf.__file__).resolve().parent.parent)
     base_env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+    base_env.update(compile_cache_env(compile_cache))
     if spec.bundled:
         _check_environment(spec.where)
     base = spec.experiment

@@ -45,6 +45,8 @@ class ParsedRun:
     gptq_time_s: float | None = None
     train_incl_gptq_s: float | None = None
     train_fits_budget: bool | None = None  # train_incl_gptq_s within TRAIN_BUDGET_S (+ the step-boundary slack)
+    time_to_first_step_s: float | None = None  # golf's trainer: process start to the end of the first step
+    eval_warmup_s: float | None = None  # golf's trainer: compiling (priming) the evaluation graphs, all of them
     stop_reason: str | None = None
     diverged: bool = False
     non_record_reason: str | None = None
@@ -72,6 +74,8 @@ class ParsedRun:
             "eval_time_ms": self.eval_time_ms,
             "record_eval_time_ms": self.record_eval_time_ms,
             "ttt_time_ms": self.ttt_time_ms,
+            "time_to_first_step_s": self.time_to_first_step_s,
+            "eval_warmup_s": self.eval_warmup_s,
         }
         for stage in STAGES:
             value = self.stages.get(stage.name)

@@ -275,6 +275,18 @@ class LogParser:
     def _ttt_time(self, m: re.Match[str]) -> None:
         self._ttt_loop_ms = float(m.group(1))
 
+    def _first_step(self, m: re.Match[str]) -> None:
+        self.run.time_to_first_step_s = float(m.group(1))
+
+    def _eval_warmup(self, m: re.Match[str]) -> None:
+        graphs = self.run.events.setdefault("eval_warmup_graphs", {})  # graph -> seconds
+        if m.group("graph"):
+            graphs[m.group("graph")] = float(m.group("s"))
+            self.run.eval_warmup_s = float(m.group("total"))
+        else:
+            graphs.update(dict.fromkeys(m.group("graphs").split(",")))
+            self.run.eval_warmup_s = float(m.group("old_total"))
+
     def _ttt_done(self, m: re.Match[str]) -> None:
         self._ttt_loop_ms = float(m.group(1)) * (1.0 if m.group(2) == "ms" else 1000.0)
 
@@ -322,6 +334,8 @@ class LogParser:
         (patterns.STOP, _stop),
         (patterns.TOTAL_EVAL, _total_eval),
         (patterns.TTT_TIME, _ttt_time),
+        (patterns.FIRST_STEP, _first_step),
+        (patterns.EVAL_WARMUP, _eval_warmup),
         (patterns.TTT_DONE, _ttt_done),
         (patterns.TTT_PHASE_WALL, _ttt_phase_wall),
         (patterns.ADAPT_FIRST, _adapt_first),

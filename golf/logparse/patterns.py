@@ -45,6 +45,11 @@ PARAMS = re.compile(r"^model_params:\s*(\d+)")
 STOP = re.compile(r"^stopping_early:\s*(\w+)(?:\s+train_time:\s*(\d+)ms)?(?:\s+step:\s*(\d+)/(\d+))?")
 TOTAL_EVAL = re.compile(r"^total_eval_time:\s*(" + NUM + r")s")
 TTT_TIME = re.compile(r"^ttt_time:\s*(\d+)ms")
+FIRST_STEP = re.compile(r"^time_to_first_step:(" + NUM + r")s$")
+# golf's evaluation graphs, one line each with the running total (`eval_warmup:windows time:9.1s total:12.0s`), or
+# before 2026-12 one summary line (`eval_warmup:compiled windows,ttt_step32x2048 in 93.9s`)
+EVAL_WARMUP = re.compile(r"^eval_warmup:(?:(?P<graph>[\w.]+) time:(?P<s>" + NUM + r")s total:(?P<total>" + NUM
+                         + r")s|compiled (?P<graphs>\S+) in (?P<old_total>" + NUM + r")s)$")
 BREAKDOWN = re.compile(r"^bytes_breakdown\s+(.*)$")
 DIVERGED = re.compile(r"^diverged:")
 NON_RECORD = re.compile(r"^non_record:\s*(.+)$")

@@ -15,7 +15,9 @@ from golf.trainer.stages import STAGE_FIELDS
 # Bump when a field is added or old rows need a data step (schema.MIGRATIONS[new version]): the version records the
 # migration, and an older golf refuses a newer store. Columns an older store lacks are added whatever the version
 # (golf.store.schema), so a new stage's generated columns need no bump.
-SCHEMA_VERSION = 6  # 5: compliance accounting columns; 6: the sweep queue (sweep, cell) and Run.cell_id
+# 5: compliance accounting columns; 6: the sweep queue (sweep, cell) and Run.cell_id; 7: time_to_first_step_s and
+# eval_warmup_s
+SCHEMA_VERSION = 7
 
 
 def now() -> datetime:
@@ -27,6 +29,7 @@ METRIC_FIELDS = (
     "steps", "iterations", "step_avg_ms", "train_time_ms", "tokens_per_s", "peak_mem_mib", "peak_mem_reserved_mib",
     "model_params", *STAGE_FIELDS, "final_bpb", "final_loss", "final_stage",
     "model_bytes", "code_bytes", "total_bytes", "quant_label", "eval_time_ms", "ttt_time_ms", "stop_reason",
+    "time_to_first_step_s", "eval_warmup_s",
 )
 
 
@@ -128,6 +131,10 @@ class Run(_RunStages, table=True):  # type: ignore[misc]
     train_fits_budget: Optional[bool] = Field(default=None, description="train_incl_gptq_s within the 600 s "
                                               "training budget (golf.trainer.limits)")
     stop_reason: Optional[str] = None
+    time_to_first_step_s: Optional[float] = Field(default=None, description="seconds from the trainer process's "
+                                                  "start to the end of its first optimizer step (golf's trainer)")
+    eval_warmup_s: Optional[float] = Field(default=None, description="seconds spent compiling the evaluation "
+                                           "graphs (log_events.eval_warmup_graphs: each graph's)")
 
 
 class Step(SQLModel, table=True):

@@ -41,7 +41,7 @@ from .model import GPT
 from .phased_ttt import GlobalSettings, phased_ttt
 from .runtime import Runtime
 from .selfcalib import generate_sequences, rank_share
-from .sliding import WindowScorer, device_tokens
+from .sliding import WindowScorer, device_tokens, rank_span
 from .stages import trainer_labels
 from .ttt import TTTSettings, pre_quant_settings, prime_train_step, score_first_ttt, step_rows, train_on_stream
 
@@ -59,26 +59,32 @@ def eval_scorer(model: GPT, hp: Hyperparameters, rt: Runtime, val_tokens: torch.
         for stale in [k for k, s in _FIN_SCORERS.items() if s.model is not model]:
             del _FIN_SCORERS[stale]  # only the current model's scorers are kept
         scorer = WindowScorer(model, val_tokens, luts, hp.eval_seq_len, stride, hp.eval_batch_seqs, rt.device,
-                              rt.is_cuda and hp.compile)
+                              rt.compiles(hp.compile))
         _FIN_SCORERS[key] = scorer
     return scorer
 
 
-def prime_eval_graphs(model: GPT, hp: Hyperparameters, rt: Runtime, val_tokens: torch.Tensor, luts: Any) -> None:
-    """Compile the evaluation stages' own graphs during the trainer's compile warm-up (before the training clock,
-    like the training graphs): the sliding-window scorer on padding windows, the TTT step on random tokens.
-    Weights, gradients and the RNG are left as they were. CUDA with COMPILE=1 and WARMUP_STEPS > 0 only."""
-    if not (rt.is_cuda and hp.compile and hp.warmup_steps > 0):
+def prime_eval_graphs(model: GPT, eval_fn: TokenLossFn, hp: Hyperparameters, rt: Runtime,
+                      val_tokens: torch.Tensor, luts: Any) -> None:
+    """Compile the evaluation graphs that this run's stages use, and no other, during the trainer's compile warm-up
+    (before the training clock, like the training graphs): the plain evaluation on the first validation batch, the
+    sliding-window scorer on padding windows (sliding window or score-first TTT), the TTT step on random tokens (TTT
+    that trains on sequences). Each is logged as `eval_warmup:<graph>` with its seconds. Weights, gradients and the
+    RNG are left as they were. With compiling on (rt.compiles) and WARMUP_STEPS > 0 only."""
+    if not (rt.compiles(hp.compile) and hp.warmup_steps > 0):
         return
-    rt.sync()
-    t0 = time.perf_counter()
     was_training, was_passes = model.training, model.loop_passes
     model.eval()  # the stages run in eval mode with recurrence on (its final state): prime those graphs
     model.set_recurrence(True)
-    primed = []
+    lo, hi = rank_span((val_tokens.numel() - 1) // hp.eval_seq_len, rt.rank, rt.world_size)  # as evaluate_plain
+    rows = min(val_batch_seqs(hp.val_batch_size, hp.eval_seq_len, rt.world_size), hi - lo)
+    if rows:
+        with rt.eval_compile("plain"), torch.inference_mode():  # the shapes and dtypes of evaluate_plain's batches
+            chunk = val_tokens[:rows * hp.eval_seq_len + 1].to(rt.device, non_blocking=True)
+            eval_fn(chunk[:-1].view(-1, hp.eval_seq_len), chunk[1:].view(-1, hp.eval_seq_len))
     if hp.eval_stride or (hp.ttt_enabled and hp.ttt_mode == "score_first"):
-        eval_scorer(model, hp, rt, val_tokens, luts, hp.eval_stride or hp.eval_seq_len).prime()
-        primed.append("windows")
+        with rt.eval_compile("windows"):
+            eval_scorer(model, hp, rt, val_tokens, luts, hp.eval_stride or hp.eval_seq_len).prime()
     total = val_tokens.numel() - 1
     sizes: set[int] = set()  # one padded step shape per span length (ttt.step_rows)
     if hp.ttt_enabled and hp.ttt_mode == "score_first":
@@ -87,14 +93,11 @@ def prime_eval_graphs(model: GPT, hp: Hyperparameters, rt: Runtime, val_tokens: 
     if hp.ttt_pre_quant or (hp.ttt_enabled and hp.ttt_mode == "adapt_first"):
         sizes.add(step_rows(total // hp.ttt_seq_len, hp.ttt_batch_seqs, rt.rank, rt.world_size))
     sizes.discard(0)
-    for rows in sorted(sizes):
-        prime_train_step(model, rows, hp.ttt_seq_len, hp.vocab_size, rt.device)
-        primed.append(f"ttt_step{rows}x{hp.ttt_seq_len}")
+    for step_rows_ in sorted(sizes):
+        with rt.eval_compile(f"ttt_step{step_rows_}x{hp.ttt_seq_len}"):
+            prime_train_step(model, step_rows_, hp.ttt_seq_len, hp.vocab_size, rt.device)
     model.set_loop_passes(was_passes)
     model.train(was_training)
-    rt.sync()
-    if primed:
-        rt.log(f"eval_warmup:compiled {','.join(primed)} in {time.perf_counter() - t0:.1f}s")
 
 
 def document_ttt(model: GPT, hp: Hyperparameters, rt: Runtime, val_tokens: torch.Tensor, luts: Any,
@@ -170,7 +173,7 @@ def final_stages(model: GPT, eval_fn: TokenLossFn, hp: Hyperparameters, rt: Runt
     rt.sync()
     start = time.perf_counter()
     reserved_s = 0.0  # GPTQ calibration: inside the training cap, not eval time
-    compile_fn = rt.is_cuda and hp.compile
+    compile_fn = rt.compiles(hp.compile)
     labels = stage_labels(hp)
     batch = val_batch_seqs(hp.val_batch_size, hp.eval_seq_len, rt.world_size)
     results: dict[str, EvalResult] = {}
@@ -243,7 +246,7 @@ def _quantized_stages(model: GPT, hp: Hyperparameters, rt: Runtime, val_tokens: 
                       results: dict[str, EvalResult], start: float, reserved_s: float,
                       non_record_logged: bool) -> dict[str, EvalResult]:
     """The stages that score the artifact's weights (already in `model`): roundtrip, sliding window, TTT."""
-    compile_fn = rt.is_cuda and hp.compile
+    compile_fn = rt.compiles(hp.compile)
     record("post_quant", plain())
 
     scorer = None

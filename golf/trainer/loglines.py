@@ -107,6 +107,23 @@ def non_record_line(reason: str) -> str:
     return f"non_record: {reason}"
 
 
+def time_to_first_step_line(seconds: float) -> str:
+    """Seconds from the trainer process's start to the end of the first optimizer step (imports, data, compile,
+    warm-up and evaluation priming included)."""
+    return f"time_to_first_step:{seconds:.1f}s"
+
+
+def eval_warmup_line(graph: str, seconds: float, total_s: float) -> str:
+    """One evaluation graph compiled (primed) in `seconds`; `total_s`: every evaluation graph's so far."""
+    return f"eval_warmup:{graph} time:{seconds:.1f}s total:{total_s:.1f}s"
+
+
+def compile_cache_line(state: str, counts: Mapping[str, int], folder: str) -> str:
+    """Whether inductor's compile cache was warm (compile_cache.cache_state), its lookups so far and its folder."""
+    return (f"compile_cache:{state} fx_hit:{counts['fx_hit']} fx_miss:{counts['fx_miss']} "
+            f"aot_hit:{counts['aot_hit']} aot_miss:{counts['aot_miss']} dir:{folder}")
+
+
 def layer_loop_line(label: str, step: int, frac: float, encoder: list[int], decoder: list[int]) -> str:
     """The records' recurrence switch: `layer_loop:enabled`, or `phase1`/`phase2` when progressive, with the U-Net
     encoder and decoder layer order from then on."""

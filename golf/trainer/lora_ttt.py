@@ -317,9 +317,8 @@ def lora_ttt(model: GPT, val_tokens: Tensor, luts: ByteLUTs, cfg: LoRASettings, 
     batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
     runner = DocumentTTT(model, val_tokens, luts, cfg, rt, compile_fn, seed)
     if compile_fn:
-        t0 = time.perf_counter()
-        runner.prime()
-        rt.log(f"ttt_lora:compile warmup done ({time.perf_counter() - t0:.1f}s)")
+        with rt.eval_compile("ttt_lora"):
+            runner.prime()
     log = ScoreLog(torch.zeros(3, dtype=torch.float64, device=rt.device),
                    np.full(val_tokens.numel(), np.nan) if keep_losses else None)
     rt.sync()

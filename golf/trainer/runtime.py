@@ -6,12 +6,20 @@ import os
 import platform
 import subprocess
 import sys
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from .loglines import eval_warmup_line
+
+# GOLF_COMPILE_CPU=1: torch.compile on a CPU too (inductor's C++ backend), as COMPILE does on CUDA; for tests.
+COMPILE_CPU_SWITCH = "GOLF_COMPILE_CPU"
+_IMPORTED_AT = time.time()  # where /proc cannot say when the process started
 
 
 @dataclass
@@ -21,6 +29,9 @@ class Runtime:
     local_rank: int = 0
     world_size: int = 1
     distributed: bool = False
+    compile_on_cpu: bool = False
+    compile_cache: str = "off"  # inductor's cache folder (compile_cache.setup_compile_cache), or "off"
+    eval_compiled: dict[str, float] = field(default_factory=dict)  # evaluation graph -> seconds its priming took
 
     @property
     def is_main(self) -> bool:
@@ -34,6 +45,21 @@ class Runtime:
     def compute_dtype(self) -> torch.dtype:
         # bf16 on GPUs; fp32 on CPU, where bf16 matmuls are slow and tests want exact comparisons
         return torch.bfloat16 if self.is_cuda else torch.float32
+
+    def compiles(self, wanted: bool) -> bool:
+        """Whether graphs are torch.compile'd: COMPILE (`wanted`) on CUDA, or on a CPU with GOLF_COMPILE_CPU=1."""
+        return wanted and (self.is_cuda or self.compile_on_cpu)
+
+    @contextmanager
+    def eval_compile(self, graph: str) -> Iterator[None]:
+        """Time the priming of one evaluation graph (compiled on its first call) and log it with the running total
+        (`eval_warmup:`), so a run's log says which evaluation graphs it compiled and what they cost."""
+        self.sync()
+        t0 = time.perf_counter()
+        yield
+        self.sync()
+        self.eval_compiled[graph] = self.eval_compiled.get(graph, 0.0) + time.perf_counter() - t0
+        self.log(eval_warmup_line(graph, self.eval_compiled[graph], sum(self.eval_compiled.values())))
 
     def log(self, msg: str) -> None:
         if self.is_main:
@@ -82,7 +108,19 @@ def setup_runtime() -> Runtime:
             dist.init_process_group(backend="nccl", device_id=device)
         else:
             dist.init_process_group(backend="gloo")
-    return Runtime(device=device, rank=rank, local_rank=local_rank, world_size=world_size, distributed=distributed)
+    return Runtime(device=device, rank=rank, local_rank=local_rank, world_size=world_size, distributed=distributed,
+                   compile_on_cpu=os.environ.get(COMPILE_CPU_SWITCH, "0") == "1")
+
+
+def seconds_since_start() -> float:
+    """Seconds since this process started (Linux: its start time in /proc, so the interpreter's start and the
+    imports count), else since the trainer's modules were imported."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as fh:
+            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime: clock ticks after boot
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.time() - _IMPORTED_AT
 
 
 def tune_inductor() -> None:

@@ -18,6 +18,7 @@ from . import finish, loglines
 from .artifact import gptq_reserve_line
 from .attention import fa4_version, resolve_backend
 from .bpb import SIDECAR_PATTERN, load_byte_sidecar, load_luts
+from .compile_cache import cache_state, compile_cache_counts, setup_compile_cache
 from .data import TrainLoader, load_val_tokens
 from .doc_attention import make_train_loader, mask_kernel
 from .evaluate import evaluate_plain, val_batch_seqs
@@ -26,7 +27,7 @@ from .hparams import Hyperparameters, KnobError
 from .model import GPT, describe
 from .optim import LRSchedule, WeightAverager, build_optimizers, muon_momentum, wd_taper
 from .recurrence import encoder_decoder
-from .runtime import Runtime, environment_lines, setup_runtime
+from .runtime import Runtime, environment_lines, seconds_since_start, setup_runtime
 from .shards import shard_files
 from .source import GOLF_VERSION, code_hash
 
@@ -62,7 +63,7 @@ class Trainer:
         self.model = GPT(hp, rt.compute_dtype, self.attention).to(rt.device)
         self.step_fn: nn.Module = self.model
         self.eval_fn = self.model.token_losses
-        if rt.is_cuda and hp.compile:
+        if rt.compiles(hp.compile):
             self.step_fn = torch.compile(self.model, dynamic=False, fullgraph=True)  # type: ignore[assignment]
             self.eval_fn = torch.compile(self.model.token_losses, dynamic=False, fullgraph=True)
         if rt.distributed:
@@ -142,7 +143,8 @@ class Trainer:
     def fit(self, val_tokens: torch.Tensor, luts: Any) -> tuple[TrainLoader, int]:
         hp, rt, model = self.hp, self.rt, self.model
         self.warm_up()
-        finish.prime_eval_graphs(model, hp, rt, val_tokens, luts)
+        finish.prime_eval_graphs(model, self.eval_fn, hp, rt, val_tokens, luts)
+        log_compile_cache(rt, hp)
         if hp.qat_enabled:
             model.set_qat(True)
             rt.log("qat:enabled whole_run")
@@ -179,6 +181,9 @@ class Trainer:
                 rt.log(f"late_qat:enabled step:{step} scale:{lr_mul:.4f}")
             loss = self.train_step(loader, step, lr_mul, wd_mul)
             step += 1
+            if step == 1:
+                rt.sync()  # the step's kernels done: everything before the first step is in this figure
+                rt.log(loglines.time_to_first_step_line(seconds_since_start()))
             swa_line = averager.update(step, lr_mul)
             if swa_line:
                 rt.log(swa_line)
@@ -226,6 +231,13 @@ class Trainer:
             sys.exit(DIVERGED_EXIT)
 
 
+def log_compile_cache(rt: Runtime, hp: Hyperparameters) -> None:
+    """Whether this run's graphs came from inductor's cache (after the warm-up, and again at the end)."""
+    if rt.compiles(hp.compile):
+        counts = compile_cache_counts()
+        rt.log(loglines.compile_cache_line(cache_state(rt.compile_cache, counts), counts, rt.compile_cache))
+
+
 def log_header(hp: Hyperparameters, rt: Runtime, trainer: Trainer) -> None:
     for line in hp.log_lines():
         rt.log(line)
@@ -270,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         hp = dataclasses.replace(hp, run_id=str(uuid.uuid4()))
     rt = setup_runtime()
     try:
+        if rt.compiles(hp.compile):
+            rt.compile_cache = setup_compile_cache()  # before anything compiles
         seed_everything(hp.seed)
         luts = load_luts(hp.tokenizer_path, hp.vocab_size)
         val_tokens = load_val_tokens(hp.data_path, hp.eval_seq_len)
@@ -286,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             rt.log(f"val_loader:shards pattern={hp.data_path}/fineweb_val_*.bin tokens:{val_tokens.numel() - 1}")
             trainer.model.set_recurrence(True)  # every recurrence pass on: the state training ends in
             finish.final_stages(trainer.model, trainer.eval_fn, hp, rt, val_tokens, luts, None)
+            log_compile_cache(rt, hp)
             return 0
         rt.log(f"train_loader:dataset:{_dataset_name(hp.data_path)} "
                f"train_shards:{len(shard_files(hp.data_path, 'train'))}")
@@ -294,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         rt.log(trainer.averager.apply())
         trainer.model.set_recurrence(True)  # the stages evaluate at full depth, as the records do
         finish.final_stages(trainer.model, trainer.eval_fn, hp, rt, val_tokens, luts, loader, trainer.train_ms)
+        log_compile_cache(rt, hp)
         loader.close()
     except KnobError as exc:
         rt.log(f"error: {exc}")

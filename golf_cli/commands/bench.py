@@ -7,7 +7,16 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from golf_cli.options import EXTRA_SETS, DataOption, DbOption, FormatOption, NprocOption, SetOption, extra_sets
+from golf_cli.options import (
+    EXTRA_SETS,
+    CompileCacheOption,
+    DataOption,
+    DbOption,
+    FormatOption,
+    NprocOption,
+    SetOption,
+    extra_sets,
+)
 
 if TYPE_CHECKING:
     from golf.store import Run
@@ -31,10 +40,12 @@ def bench(
                                        "H100's bf16 rate; on a CPU: none, MFU n/a).")] = None,
     fmt: FormatOption = "table",
     db: DbOption = None,
+    compile_cache: CompileCacheOption = True,
 ) -> None:
     """Benchmark a spec: run it for --steps steps (no validation, no TTT) and report the median ms/step, tokens/s,
-    model FLOPs per token and MFU, peak memory and the sliding-window evaluation's time. The run is recorded in the
-    run store like any other (tag `bench`).
+    model FLOPs per token and MFU, peak memory, the sliding-window evaluation's time, and what the run cost before
+    its steps: the time to its first step and the evaluation graphs' warm-up (warm or cold compile cache). The run
+    is recorded in the run store like any other (tag `bench`).
 
     Example: golf bench specs/smoke.yaml --steps 40 --out smoke-bench.json
     """
@@ -50,7 +61,7 @@ def bench(
         raise GolfError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
     spec_path = Path(target)
     if spec_path.suffix in (".yaml", ".yml") or spec_path.is_file():
-        run = _launch(ctx, spec_path, steps, warmup, seed, set_ or [], data, nproc, db)
+        run = _launch(ctx, spec_path, steps, warmup, seed, set_ or [], data, nproc, db, compile_cache)
     else:
         if set_ or ctx.args:
             raise GolfError(f"--set applies to a spec; {target!r} names a recorded run")
@@ -79,7 +90,7 @@ def _text(value: object) -> str:
 
 
 def _launch(ctx: typer.Context, spec_path: Path, steps: int, warmup: int, seed: int | None, sets: list[str],
-            data: str | None, nproc: str | None, db: Path | None) -> Run:
+            data: str | None, nproc: str | None, db: Path | None, compile_cache: bool = True) -> Run:
     import shlex
     import sys
 
@@ -98,7 +109,7 @@ def _launch(ctx: typer.Context, spec_path: Path, steps: int, warmup: int, seed: 
                              data=data, nproc=nproc, name=f"{loaded.name}-bench", tags=["bench"])
     store = Store(db)
     store.reconcile_stale()
-    plan = plan_runs(loaded, store)[0]
+    plan = plan_runs(loaded, store, compile_cache=compile_cache)[0]
     for note in plan.notes:
         typer.echo(f"golf: note: {note}", err=True)
     command = shlex.join(["golf", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("golf", "main.py") else None

@@ -7,7 +7,15 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from golf_cli.options import EXTRA_SETS, DataOption, DbOption, NprocOption, SetOption, extra_sets
+from golf_cli.options import (
+    EXTRA_SETS,
+    CompileCacheOption,
+    DataOption,
+    DbOption,
+    NprocOption,
+    SetOption,
+    extra_sets,
+)
 
 if TYPE_CHECKING:
     from golf.launch.plan import RunPlan
@@ -44,6 +52,7 @@ def run(
                                 "always has them).")] = False,
     cell: Annotated[Optional[str], typer.Option(
         "--cell", metavar="CELL", hidden=True, help="The sweep queue's cell this run is (set by golf sweep).")] = None,
+    compile_cache: CompileCacheOption = True,
 ) -> None:
     """Run a spec: one torchrun job per seed, streamed live, parsed and recorded in the run store.
 
@@ -70,11 +79,12 @@ def run(
         db_path = resolve_db_path(db)
         store = Store(db_path, readonly=True) if db_path.exists() else None  # a dry run writes nothing
         plans = plan_runs(loaded, store, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint,
-                          prepare_data=False)
+                          prepare_data=False, compile_cache=compile_cache)
         typer.echo("\n\n".join(_dry_run_text(plan) for plan in plans))
         return
     # every check (knobs, shards, tokenizer) before anything is written: a bad input leaves no runs.db, no folder
-    plans = plan_runs(loaded, None, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint)
+    plans = plan_runs(loaded, None, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint,
+                      compile_cache=compile_cache)
     store = Store(db)
     for repaired in repair_dead(store):  # runs whose golf died: their logs say how far they got
         typer.echo(f"golf: note: run {repaired.name}'s golf process died; repaired from its log "

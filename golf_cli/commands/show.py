@@ -164,7 +164,9 @@ def _table_text(run: Run, steps: list[Step], with_bytes: bool, fmt: str = "table
         ("step_avg_ms", run.step_avg_ms), ("tokens_per_s", run.tokens_per_s), ("train_time_ms", run.train_time_ms),
         ("gptq_time_s", run.gptq_time_s), ("train_incl_gptq_s", _train_budget_text(run)),
         ("eval_time_ms", run.eval_time_ms), ("record_eval_time_ms (final scoring pass)", run.record_eval_time_ms),
-        ("ttt_time_ms", run.ttt_time_ms), ("peak_mem_mib", run.peak_mem_mib), ("model_params", run.model_params),
+        ("ttt_time_ms", run.ttt_time_ms), ("time_to_first_step_s", run.time_to_first_step_s),
+        ("eval_warmup_s", _warmup_text(run)), ("compile_cache", _cache_text(run)),
+        ("peak_mem_mib", run.peak_mem_mib), ("model_params", run.model_params),
     ]
     results += _group_spread(store_runs or [], run)
     kv = [Col("key", "field"), Col("value", "value", fmt_value)]
@@ -217,3 +219,22 @@ def _non_default_knobs(run: Run) -> dict[str, str]:
     from golf.launch.plan import changed_knobs
 
     return {k: value for k, (_, value) in changed_knobs(run.config).items()}
+
+
+def _warmup_text(run: Any) -> str | None:
+    """The evaluation graphs' compile time and, from the log's events, each graph's."""
+    if run.eval_warmup_s is None:
+        return None
+    graphs = (run.log_events or {}).get("eval_warmup_graphs") or {}
+    each = ", ".join(f"{g} {s:.1f}" if isinstance(s, (int, float)) else g for g, s in graphs.items())
+    return f"{run.eval_warmup_s:.1f}" + (f" ({each})" if each else "")
+
+
+def _cache_text(run: Any) -> str | None:
+    """Whether the run's graphs came from inductor's compile cache (the trainer's last compile_cache: line)."""
+    events = run.log_events or {}
+    if "compile_cache" not in events:
+        return None
+    return (f"{events['compile_cache']} (FX graphs {events.get('compile_cache_fx_hit')} hit "
+            f"{events.get('compile_cache_fx_miss')} missed; AOTAutograd {events.get('compile_cache_aot_hit')} hit "
+            f"{events.get('compile_cache_aot_miss')} missed)")
