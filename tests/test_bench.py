@@ -62,6 +62,10 @@ golf_trainer: version:0.1.0 code_sha256:abc run_id:r1
 attention:fa4 requested:auto flash_attn_4:4.0.0b36
 val_loader:shards pattern=/d/fineweb_val_*.bin tokens:1000000
 world_size:1 grad_accum_steps:4
+eval_warmup:plain time:3.1s total:3.1s
+eval_warmup:windows time:20.4s total:23.5s
+compile_cache:warm fx_hit:7 fx_miss:0 aot_hit:3 aot_miss:0 dir:/root/.cache/golf/compile
+time_to_first_step:38.2s
 """ + "".join(f"step:{s}/40 train_loss:3.0 train_time:{t}ms step_avg:1.0ms\n"
               for s, t in ((10, 5000), (20, 9000), (30, 13400), (40, 17000))) + """\
 peak memory allocated: 21000 MiB reserved: 22000 MiB
@@ -76,7 +80,8 @@ def test_report_of_a_logged_run_gives_median_throughput_mfu_and_sliding_speed() 
     run = SimpleNamespace(id="r1", name="pr549-bench-s1337", spec_name="pr549", command="golf bench x", gpu_name="H100",
                           gpu_count=1, torch_version="2.11", code_hash="abc", git_commit=None, status="completed",
                           steps=40, config=_pr549_knobs(), peak_mem_mib=21000, peak_mem_reserved_mib=22000,
-                          pre_quant_bpb=1.2, post_quant_bpb=1.21, sliding_bpb=1.18)
+                          pre_quant_bpb=1.2, post_quant_bpb=1.21, sliding_bpb=1.18, time_to_first_step_s=38.2,
+                          eval_warmup_s=23.5)
     report = bench_report(run, parsed, skip=10, peak_tflops=778.0)
     assert report["timed_windows"] == 3
     assert report["ms_per_step_median"] == pytest.approx(400.0)  # windows 400, 440, 360 ms/step
@@ -87,6 +92,11 @@ def test_report_of_a_logged_run_gives_median_throughput_mfu_and_sliding_speed() 
     assert report["sliding_tokens_per_s"] == pytest.approx(125_000.0)
     assert (report["sliding_stride"], report["sliding_seq_len"]) == (64, 2048)
     assert report["attention"] == "fa4"  # what ran, not the knob's "auto"
+    # what the run cost before its steps, as figures of their own
+    assert (report["time_to_first_step_s"], report["eval_warmup_s"]) == (38.2, 23.5)
+    assert report["eval_warmup_graphs"] == {"plain": 3.1, "windows": 20.4}
+    assert report["compile_cache"] == "warm"
+    assert report["compile_cache_hits"] == {"fx_hit": 7, "fx_miss": 0, "aot_hit": 3, "aot_miss": 0}
 
 
 def test_a_cpu_run_has_no_mfu_against_the_h100_unless_a_peak_is_given() -> None:
@@ -94,7 +104,7 @@ def test_a_cpu_run_has_no_mfu_against_the_h100_unless_a_peak_is_given() -> None:
     run = SimpleNamespace(id="r1", name="cpu-bench-s1", spec_name="smoke", command=None, gpu_name=None, gpu_count=0,
                           torch_version="2.13", code_hash="abc", git_commit=None, status="completed", steps=40,
                           config=_pr549_knobs(), peak_mem_mib=None, peak_mem_reserved_mib=None, pre_quant_bpb=1.2,
-                          post_quant_bpb=1.21, sliding_bpb=1.18)
+                          post_quant_bpb=1.21, sliding_bpb=1.18, time_to_first_step_s=None, eval_warmup_s=None)
     report = bench_report(run, parsed, skip=10)
     assert report["mfu"] is None and report["peak_tflops"] is None and report["tflops"] > 0
     given = bench_report(run, parsed, skip=10, peak_tflops=2.0)
@@ -123,6 +133,8 @@ def test_bench_cli_runs_a_spec_records_it_and_reports_from_its_steps(sample_data
     assert report["tokens_per_s"] == pytest.approx(512 / (expected / 1000))
     assert report["sliding_eval_s"] > 0 and report["val_tokens"] > 0
     assert report["attention"] == "sdpa"  # the trainer's log line, parsed: no GPU, so auto ran SDPA
+    assert report["time_to_first_step_s"] == shown["time_to_first_step_s"] > 0
+    assert report["eval_warmup_s"] is None and report["compile_cache"] is None  # the smoke spec does not compile
     # a recorded run can be reported again, with the same figures
     again = runner.invoke(app, ["bench", report["run_id"], "--db", str(db), "--format", "json"])
     assert again.exit_code == 0, again.output

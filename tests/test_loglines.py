@@ -99,6 +99,12 @@ CHECKS: dict[str, Callable[[tuple, ParsedRun], None]] = {
     "train_budget_line": _check_train_budget,
     "total_eval_time_line": lambda a, run: assert_equal(run.eval_time_ms, _r(a[0], 1) * 1000.0),
     "non_record_line": lambda a, run: assert_equal(run.non_record_reason, a[0]),
+    "time_to_first_step_line": lambda a, run: assert_equal(run.time_to_first_step_s, _r(a[0], 1)),
+    "eval_warmup_line": lambda a, run: assert_equal(
+        (run.events["eval_warmup_graphs"], run.eval_warmup_s), ({a[0]: _r(a[1], 1)}, _r(a[2], 1))),
+    "compile_cache_line": lambda a, run: assert_equal(
+        {k: run.events[k] for k in run.events if k.startswith("compile_cache")},
+        {"compile_cache": a[0], **{f"compile_cache_{k}": v for k, v in a[1].items() if "bypass" not in k}}),
     "layer_loop_line": lambda a, run: assert_equal(
         (run.events["layer_loop_step"], run.events["layer_loop_frac"]), (a[1], _r(a[2], 3))),
 }
@@ -148,6 +154,11 @@ SAMPLES: list[tuple[str, tuple]] = [
     ("train_budget_line", (211.0, 0.0, 0.0)),
     ("total_eval_time_line", (123.45,)),
     ("non_record_line", ("adapt-first TTT trains on the validation tokens",)),
+    ("time_to_first_step_line", (41.26,)),
+    ("eval_warmup_line", ("windows", 9.04, 31.76)),
+    ("eval_warmup_line", ("ttt_step32x2048", 0.0, 0.0)),
+    ("compile_cache_line", ("partial", {"fx_hit": 5, "fx_miss": 1, "fx_bypass": 0, "aot_hit": 2, "aot_miss": 0,
+                                        "aot_bypass": 1}, "/home/me/.cache/golf/compile")),
     ("layer_loop_line", ("enabled", 2178, 0.35, [0, 1, 2, 3, 4, 5, 3, 4], [5, 3, 4, 5, 6, 7, 8, 9, 10])),
     ("layer_loop_line", ("phase2", 3001, 0.6504, [0, 1, 2], [3, 4])),
 ]
@@ -199,7 +210,7 @@ def _small_copy(sample: Any, folder: Path) -> Path:
 @pytest.mark.slow
 def test_every_line_of_a_cpu_run_parses_back_to_its_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture[str], sample_data) -> None:
-    from golf.trainer import artifact, hparams, train, ttt
+    from golf.trainer import artifact, hparams, runtime, train, ttt
 
     calls: list[tuple[str, tuple, list[str]]] = []
 
@@ -214,7 +225,7 @@ def test_every_line_of_a_cpu_run_parses_back_to_its_values(tmp_path: Path, monke
     for name in CHECKS:
         wrapped = recorded(name, getattr(loglines, name))
         monkeypatch.setattr(loglines, name, wrapped)
-        for module in (artifact, hparams, ttt):  # modules that import a formatter by name
+        for module in (artifact, hparams, runtime, ttt):  # modules that import a formatter by name
             if hasattr(module, name):
                 monkeypatch.setattr(module, name, wrapped)
     for key in [k for k in list(__import__("os").environ) if k.startswith(("RANK", "WORLD_SIZE", "LOCAL_RANK"))]:
