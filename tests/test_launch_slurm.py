@@ -97,19 +97,52 @@ def test_a_sleeping_cell_is_cancelled_and_a_running_one_reattached(local: SlurmE
     assert handle.poll() == 143
 
 
+def test_a_cells_own_store_is_copied_into_the_sweeps_when_its_job_ends(local: SlurmExecutor, workdir: Path) -> None:
+    """Compute nodes never write the sweep's runs.db (SQLite's WAL is one host's): the job's golf run writes a store
+    of its own, which the submitting golf copies in once the job has ended (a taken name gets the next free one)."""
+    from golf.store import Run, Store
+
+    db = workdir / "runs.db"
+    Store(db).create_run(Run(id="old111", name="x-s1", status="completed"))
+    writer = py("""\
+        import sys
+        from golf.store import Run, Store
+        db = sys.argv[sys.argv.index("--db") + 1]
+        print(db, flush=True)
+        store = Store(db)
+        store.create_run(Run(id="new222", name="x-s1", status="completed", final_bpb=1.25, cell_id="s3.0"))
+        store.upsert_steps("new222", {1: {"train_loss": 6.5}, 2: {"train_loss": 6.25, "val_bpb": 1.3}})""")
+    log = workdir / "cells" / "w.log"
+    handle = local.submit(CellLaunch("s3.0", [*writer, "run", "x.yaml", "--db", str(db)], log))
+    assert wait_code(handle) == 0, log.read_text()
+    cell_db = Path(log.read_text().strip())
+    assert cell_db.parent == local.folder / "cells" and cell_db.name.startswith("s3.0.")
+    store = Store(db, readonly=True)
+    assert sorted((r.id, r.name, r.final_bpb, r.cell_id) for r in store.list_runs()) == [
+        ("new222", "x-s1-2", 1.25, "s3.0"), ("old111", "x-s1", None, None)]
+    assert [(s.step, s.train_loss, s.val_bpb) for s in store.steps("new222")] == [(1, 6.5, None), (2, 6.25, 1.3)]
+    from golf.launch.slurm import record_cell_runs
+
+    assert record_cell_runs(cell_db, db) == ["new222"]  # again: the same row, not a second one
+    assert len(Store(db, readonly=True).list_runs()) == 2 and len(store.steps("new222")) == 2
+    later = make_executor({"cluster": "local"}).reattach(handle.job_id)  # a later golf knows the job's stores
+    assert later is not None and later.stores == handle.stores and later.poll() == 0
+
+
 def test_multi_node_tasks_join_the_first_nodes_rendezvous(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Node 1 of a 2-node job: its golf run gets --nnodes/--node-rank/--rdzv-endpoint and MASTER_ADDR of node 0,
-    and writes its own log beside the cell's."""
+    and writes its own log and store beside the cell's."""
     import golf.launch.slurm
 
     monkeypatch.setattr(golf.launch.slurm, "_job_nodes", lambda: (2, 1, "node-a"))
     before = signal.getsignal(signal.SIGTERM)
     log = workdir / "cell.log"
     code = run_cell(py("import os, sys; print(sys.argv[1:], os.environ['MASTER_ADDR'], os.environ['MASTER_PORT'])")
-                    + ["run", "x.yaml"], {}, str(log), str(workdir), rdzv_port=29555)
+                    + ["run", "x.yaml", "--db", str(workdir / "c.db")], {}, str(log), str(workdir), rdzv_port=29555)
     assert code == 0 and not log.exists()
     assert (workdir / "cell.log.node1").read_text() == (
-        "['run', 'x.yaml', '--nnodes', '2', '--node-rank', '1', '--rdzv-endpoint', 'node-a:29555'] node-a 29555\n")
+        "['run', 'x.yaml', '--nnodes', '2', '--node-rank', '1', '--rdzv-endpoint', 'node-a:29555', "
+        f"'--db', '{workdir / 'c.db.node1'}'] node-a 29555\n")  # node 0's store has the run; this node's its own
     assert signal.getsignal(signal.SIGTERM) == before  # the job's handlers are put back
 
 

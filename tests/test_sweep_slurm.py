@@ -1,6 +1,6 @@
 """`golf sweep --executor slurm` through submitit's local executor: the cells' job ids are on the queue rows, a
 sweep whose golf was killed is resumed by reattaching to its jobs (nothing launched twice), and every cell's run
-is recorded."""
+is recorded in the sweep's runs.db once its job has ended (by the submitting golf, from the job's own store)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ def test_a_killed_slurm_sweep_resumes_by_reattaching_to_its_jobs(fake: Path, db:
             sweep.kill()
     job_ids = [c["job_id"] for c in running]
     assert all(str(j).isdigit() for j in job_ids) and len(set(job_ids)) == 2
+    assert Store(db, readonly=True).list_runs() == []  # the jobs write stores of their own, never the sweep's
 
     result = runner.invoke(app, ["sweep", "resume", "--db", str(db)])
     assert result.exit_code == 0, result.output

@@ -2,8 +2,12 @@
 
 The job runs the cell's command (a `golf run ...`) as a child process with the cell's environment, its output
 appended to the cell's log, and returns the child's exit code, which submitit pickles beside the job. That
-`golf run` records itself in runs.db through the same runner and parser as any run, so results come from the
-job's train.log exactly as they do locally (the store must be on a filesystem the compute nodes share).
+`golf run` records itself through the same runner and parser as any run, but into a store of its own
+(`<folder>/cells/<cell>.<n>.db`, the `--db` of its command replaced): SQLite's WAL works only among processes of
+one host, so compute nodes never write the sweep's runs.db. When the job has ended, the handle's `poll` (run by
+the sweep's golf, on the submitting host) copies the cell's run and its steps into the sweep's runs.db, then
+reports the exit code. So a Slurm cell's run is in runs.db once its job ends; while it runs, its train.log under
+runs/ (a filesystem the nodes share) is where it is followed: `golf logs -f RUN --db <folder>/cells/<cell>.<n>.db`.
 
 Options (`SlurmOptions`; the spec's `slurm:` mapping, or `golf sweep --slurm-*` flags, which win):
 
@@ -33,11 +37,13 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import json
 import os
 import shutil
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -173,8 +179,9 @@ def run_cell(argv: list[str], env: dict[str, str], log_path: str, cwd: str, rdzv
     if nodes > 1:  # one task per node: each node's golf run joins torchrun's rendezvous on the first node
         argv += ["--nnodes", str(nodes), "--node-rank", str(node), "--rdzv-endpoint", f"{master}:{rdzv_port}"]
         env.update(MASTER_ADDR=master, MASTER_PORT=str(rdzv_port))
-        if node:
+        if node:  # the run is node 0's: the other nodes' golf run rows and logs stay beside it
             log = log.with_name(f"{log.name}.node{node}")
+            argv = _with_db(argv, f"{_db_of(argv, cwd)}.node{node}")[0]
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
@@ -212,16 +219,79 @@ def _job_nodes() -> tuple[int, int, str]:
 
 # -- the submitting side -----------------------------------------------------------------------------------------
 
+def _db_of(argv: Sequence[str], cwd: str | os.PathLike[str]) -> Path:
+    """The store a `golf run` command writes: its --db, else $GOLF_DB, else ./runs.db (absolute, against cwd)."""
+    from golf.paths import resolve_db_path
+
+    value = None
+    for k, arg in enumerate(argv):
+        if arg == "--db" and k + 1 < len(argv):
+            value = argv[k + 1]
+        elif arg.startswith("--db="):
+            value = arg.removeprefix("--db=")
+    return Path(cwd) / resolve_db_path(value)
+
+
+def _with_db(argv: Sequence[str], db: str, cwd: str | os.PathLike[str] = ".") -> tuple[list[str], Path]:
+    """The command writing `db` instead, and the store it wrote before."""
+    was = _db_of(argv, cwd)
+    out: list[str] = []
+    skip = False
+    for k, arg in enumerate(argv):
+        if skip:
+            skip = False
+        elif arg == "--db" and k + 1 < len(argv):
+            skip = True
+        elif not arg.startswith("--db="):
+            out.append(arg)
+    return [*out, "--db", db], was
+
+
+def record_cell_runs(cell_db: Path, db: Path) -> list[str]:
+    """Copy the runs a cell's job recorded in its own store, with their steps, into the sweep's store (run by the
+    sweep's golf, on the submitting host, once the job has ended). Again is harmless: a run already there is
+    replaced by the job's row; a name another run took meanwhile gets the next free one. Returns the run ids."""
+    from golf.store import Run, Store
+
+    if not cell_db.exists():
+        return []
+    source, target = Store(cell_db, readonly=True), Store(db)
+    copied = []
+    for record in source.records():
+        run = Run(**record)
+        taken = target.query("SELECT id FROM run WHERE name = ? AND id != ?", (run.name, run.id))
+        if taken:
+            run.name = target.unique_name(run.name)
+        steps = {int(row["step"]): row for row in source.step_records([run.id])[run.id]}
+        target.put_run(run, steps, replace=True)
+        copied.append(run.id)
+    return copied
+
+
 class SlurmCell:
     """A submitted cell: a submitit Job (its own, or rebuilt from the folder by `reattach`)."""
 
-    def __init__(self, job: Any, pid: int | None = None) -> None:
+    def __init__(self, job: Any, pid: int | None = None, stores: Mapping[str, str] | None = None) -> None:
         self.job = job
         self.job_id = str(job.job_id)
         self._pid = pid  # a reattached local job: its controller's pid (submitit keeps no process for it)
         self._ended_at: float | None = None
+        self.stores = dict(stores or {})  # {"cell_db": the job's own store, "db": the sweep's runs.db}
+        self._recorded = False
 
     def poll(self) -> int | None:
+        code = self._code()
+        if code is None:
+            return None
+        if not self._recorded and self.stores:
+            try:
+                record_cell_runs(Path(self.stores["cell_db"]), Path(self.stores["db"]))
+            except (GolfError, OSError):  # the sweep's store is busy or the file not visible yet: next poll
+                return None
+            self._recorded = True
+        return code
+
+    def _code(self) -> int | None:
         code = _result_code(self.job)
         if code is not None:
             return code
@@ -245,7 +315,7 @@ class SlurmCell:
         passes it to the cell's golf run, which stops its trainer and records the run, and the job returns the
         cell's exit code. (submitit's own local cancel is SIGINT, after which the controller kills the job within a
         second, before a golf run has recorded anything.)"""
-        if self.poll() is not None:
+        if self._code() is not None:
             return
         if _is_local(self.job):
             with contextlib.suppress(ProcessLookupError, PermissionError, ValueError):
@@ -326,14 +396,31 @@ class SlurmExecutor:
 
         executor = self._submitit()
         executor.update_parameters(**self.options.parameters(cell))
+        cell_db = self.folder / "cells" / f"{cell.cell_id}.{uuid.uuid4().hex[:8]}.db"  # one per attempt
+        argv, db = _with_db([str(a) for a in cell.argv], str(cell_db), self.cwd)
+        cell_db.parent.mkdir(parents=True, exist_ok=True)
         try:
-            job = executor.submit(run_cell, [str(a) for a in cell.argv], dict(cell.env), str(cell.log_path),
-                                  str(self.cwd), self.options.rdzv_port)
+            job = executor.submit(run_cell, argv, dict(cell.env), str(cell.log_path), str(self.cwd),
+                                  self.options.rdzv_port)
         except (OSError, FailedJobError, FailedSubmissionError) as exc:  # sbatch refused it (partition, account)
             lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
             raise GolfError(f"cell {cell.cell_id}: submitting its job failed: "
                             f"{lines[-1] if lines else type(exc).__name__}") from None
-        return SlurmCell(job)
+        stores = {"cell_id": cell.cell_id, "cell_db": str(cell_db), "db": str(db)}
+        sidecar = self._sidecar(str(job.job_id))
+        tmp = sidecar.with_name(sidecar.name + ".tmp")
+        tmp.write_text(json.dumps(stores))
+        tmp.replace(sidecar)  # where a later golf finds the job's stores (reattach)
+        return SlurmCell(job, stores=stores)
+
+    def _sidecar(self, job_id: str) -> Path:
+        return self.folder / f"{job_id}_golf.json"
+
+    def _stores(self, job_id: str) -> dict[str, str] | None:
+        try:
+            return json.loads(self._sidecar(job_id).read_text())
+        except (OSError, ValueError):
+            return None
 
     def reattach(self, job_id: str) -> SlurmCell | None:
         """The handle of a job submitted earlier into this executor's folder; None when the folder has no trace
@@ -350,13 +437,13 @@ class SlurmExecutor:
             pid = int(job_id)
             if _result_code(job) is None and not _controller_alive(pid, self.folder):
                 return None
-            return SlurmCell(job, pid=pid)
+            return SlurmCell(job, pid=pid, stores=self._stores(job_id))
         from submitit.slurm.slurm import SlurmJob
 
         job = SlurmJob(folder=self.folder, job_id=job_id, tasks=tasks)
         if not (self.folder / f"{job_id}_submitted.pkl").exists() and _result_code(job) is None:
             return None
-        return SlurmCell(job)
+        return SlurmCell(job, stores=self._stores(job_id))
 
 
 def sweep_options(spec_keys: Mapping[str, Any] | None, flags: Mapping[str, Any] | None = None,
