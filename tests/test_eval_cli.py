@@ -157,3 +157,13 @@ def test_ls_names_the_parent_of_a_rescore(trained: Any) -> None:
     col = header.split(",").index("eval of")
     by_name = {r.split(",")[1]: r.split(",")[col] for r in rows}
     assert by_name["same"] == parent["id"] and by_name["smoke-s1337"] == ""
+
+
+def test_a_rescore_may_change_the_doc_attention_kernel_only() -> None:
+    """DOC_ATTENTION_KERNEL picks kernels (the same scores): a re-score may change it, not DOC_ATTENTION itself."""
+    from golf.errors import GolfError
+    from golf.launch.evalrun import check_eval_sets
+
+    assert check_eval_sets({"DOC_ATTENTION_KERNEL": "sdpa"}) == {"DOC_ATTENTION_KERNEL": "sdpa"}
+    with pytest.raises(GolfError, match="DOC_ATTENTION: DOC_ATTENTION changes the artifact"):
+        check_eval_sets({"DOC_ATTENTION": "0"})

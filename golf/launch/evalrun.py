@@ -25,12 +25,16 @@ from golf.trainer.hparams import KNOBS, Hyperparameters, KnobError, canonical_kn
 EVAL_KNOB_GROUPS = ("eval", "ttt")
 # knobs of those groups that act before the artifact is written: they cannot change in a re-score
 BEFORE_ARTIFACT = frozenset({"TTT_PRE_QUANT"})
+# knobs of other groups that pick kernels, never what is computed: a re-score may change them (e.g. where
+# FlexAttention does not compile, DOC_ATTENTION's blockwise SDPA kernels score the same artifact)
+KERNEL_CHOICES = ("DOC_ATTENTION_KERNEL",)
 EVAL_ONLY_KNOB = "EVAL_ONLY_PATH"
 
 
 def eval_knobs() -> tuple[str, ...]:
     """The knobs a re-score may change (the registry's evaluation and TTT knobs, less those before the artifact)."""
-    return tuple(k.name for k in KNOBS if k.group in EVAL_KNOB_GROUPS and k.name not in BEFORE_ARTIFACT)
+    return tuple(k.name for k in KNOBS if (k.group in EVAL_KNOB_GROUPS and k.name not in BEFORE_ARTIFACT)
+                 or k.name in KERNEL_CHOICES)
 
 
 def check_eval_sets(sets: Mapping[str, Any], where: str = "--set") -> dict[str, str]:
