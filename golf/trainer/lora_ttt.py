@@ -174,8 +174,11 @@ def allow_graphs(widths: int) -> None:
 
     need = 2 * widths + 8
     for name in ("recompile_limit", "cache_size_limit"):  # the older name is an alias in newer torch
-        if hasattr(dynamo_config, name) and getattr(dynamo_config, name) < need:
-            setattr(dynamo_config, name, need)
+        try:  # a name a torch version lacks raises AttributeError, even through hasattr on some
+            if getattr(dynamo_config, name) < need:
+                setattr(dynamo_config, name, need)
+        except AttributeError:
+            continue
 
 
 @dataclass
