@@ -87,3 +87,12 @@ def slurm_flags(partition: str | None = None, time: int | None = None, account: 
     return {"partition": partition, "time": time, "account": account, "cpus_per_task": cpus_per_task,
             "mem_gb": mem_gb, "nodes": nodes, "job_name": job_name, "cluster": cluster,
             "additional_parameters": extra or None}
+
+# the plan of an ablation: `golf ablate` and `golf sweep` take it the same way
+BaseSpecArgument = Annotated[Path, typer.Argument(metavar="SPEC", help="Base run spec (YAML).")]
+VaryOption = Annotated[list[str], typer.Option(
+    "--vary", metavar="KEY=V1[,V2...]", help="A knob and the values to try, one variant per value (repeatable). "
+                                             "A list knob takes one value; separate several with ';'.")]
+SeedsOption = Annotated[Optional[str], typer.Option("--seeds", metavar="S1,S2,...",
+                                                    help="Seeds for every cell (default: the spec's seeds).")]
+CumulativeOption = Annotated[bool, typer.Option("--cumulative", help="Apply the changes one after another.")]

@@ -8,18 +8,26 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from golf_cli.options import AlphaOption, ColumnsOption, DbOption, FormatOption, LabelOption, MinDeltaNatsOption
+from golf_cli.options import (
+    AlphaOption,
+    BaseSpecArgument,
+    ColumnsOption,
+    CumulativeOption,
+    DbOption,
+    FormatOption,
+    LabelOption,
+    MinDeltaNatsOption,
+    SeedsOption,
+    VaryOption,
+)
 
 
 def ablate(
-    spec: Annotated[Path, typer.Argument(metavar="SPEC", help="Base run spec (YAML).")],
-    vary: Annotated[list[str], typer.Option(
-        "--vary", metavar="KEY=V1[,V2...]", help="A knob and the values to try, one variant per value (repeatable). "
-                                                 "A list knob takes one value; separate several with ';'.")],
-    seeds: Annotated[Optional[str], typer.Option("--seeds", metavar="S1,S2,...",
-                                                 help="Seeds for every cell (default: the spec's seeds).")] = None,
+    spec: BaseSpecArgument,
+    vary: VaryOption,
+    seeds: SeedsOption = None,
     label: LabelOption = None,
-    cumulative: Annotated[bool, typer.Option("--cumulative", help="Apply the changes one after another.")] = False,
+    cumulative: CumulativeOption = False,
     eval_only: Annotated[bool, typer.Option(
         "--eval-only", help="Variants re-score the base runs' artifacts (golf eval: evaluation and TTT knobs only, "
                             "no retraining).")] = False,

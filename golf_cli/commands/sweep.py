@@ -12,12 +12,15 @@ from golf_cli.default_group import SweepGroup
 from golf_cli.options import (
     EXTRA_SETS,
     AlphaOption,
+    BaseSpecArgument,
+    CumulativeOption,
     DataOption,
     DbOption,
     FormatOption,
     LabelOption,
     MinDeltaNatsOption,
     NprocOption,
+    SeedsOption,
     SetOption,
     SlurmAccountOption,
     SlurmClusterOption,
@@ -28,6 +31,7 @@ from golf_cli.options import (
     SlurmParamOption,
     SlurmPartitionOption,
     SlurmTimeOption,
+    VaryOption,
     extra_sets,
     slurm_flags,
 )
@@ -52,17 +56,14 @@ DivergenceOption = Annotated[Optional[bool], typer.Option(
 @app.command("start", context_settings=EXTRA_SETS)
 def start(
     ctx: typer.Context,
-    spec: Annotated[Path, typer.Argument(metavar="SPEC", help="Base run spec (YAML).")],
-    vary: Annotated[list[str], typer.Option(
-        "--vary", metavar="KEY=V1[,V2...]", help="A knob and the values to try, one variant per value (repeatable); "
-                                                 "a list knob takes one value, separate several with ';'.")],
-    seeds: Annotated[Optional[str], typer.Option("--seeds", metavar="S1,S2,...",
-                                                 help="Seeds for every cell (default: the spec's seeds).")] = None,
+    spec: BaseSpecArgument,
+    vary: VaryOption,
+    seeds: SeedsOption = None,
     set_: SetOption = None,
     data: DataOption = None,
     nproc: NprocOption = None,
     label: LabelOption = None,
-    cumulative: Annotated[bool, typer.Option("--cumulative", help="Apply the changes one after another.")] = False,
+    cumulative: CumulativeOption = False,
     lanes: LanesOption = "auto",
     executor: ExecutorOption = "local",
     stall_timeout: StallOption = None,
