@@ -179,13 +179,14 @@ def test_a_phase_after_the_last_document_is_skipped(monkeypatch: pytest.MonkeyPa
     assert calls == [sum(first_half) + len(first_half)]  # phase 1 only: its documents, each through the next BOS
 
 
-def test_allow_graphs_raises_the_recompile_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_allow_graphs_raises_the_recompile_limit() -> None:
     import torch._dynamo.config as dynamo_config
 
     from golf.trainer.lora_ttt import allow_graphs
 
-    monkeypatch.setattr(dynamo_config, "recompile_limit", 8)
-    allow_graphs(7)
-    assert dynamo_config.recompile_limit == 22
-    allow_graphs(1)  # never lowered
-    assert dynamo_config.recompile_limit == 22
+    # the config's own patch restores it: monkeypatch's undo leaves torch's config entry hidden for later tests
+    with dynamo_config.patch(recompile_limit=8):
+        allow_graphs(7)
+        assert dynamo_config.recompile_limit == 22
+        allow_graphs(1)  # never lowered
+        assert dynamo_config.recompile_limit == 22

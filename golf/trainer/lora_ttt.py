@@ -173,12 +173,10 @@ def allow_graphs(widths: int) -> None:
     import torch._dynamo.config as dynamo_config
 
     need = 2 * widths + 8
-    for name in ("recompile_limit", "cache_size_limit"):  # the older name is an alias in newer torch
-        try:  # a name a torch version lacks raises AttributeError, even through hasattr on some
-            if getattr(dynamo_config, name) < need:
-                setattr(dynamo_config, name, need)
-        except AttributeError:
-            continue
+    # torch >= 2.6 calls it recompile_limit (cache_size_limit is its alias there); older torch has only the old name
+    name = "recompile_limit" if "recompile_limit" in dynamo_config._config else "cache_size_limit"
+    if getattr(dynamo_config, name) < need:
+        setattr(dynamo_config, name, need)
 
 
 @dataclass
