@@ -14,8 +14,8 @@ Parts, run in the order given (--parts, default train,sgd,lora), each under a ha
   lora   `golf eval` of that run's artifact with the spec's phased LoRA TTT: post-quant, then the TTT.
   sgd    `golf eval` of that artifact with golf's chunked SGD TTT (TTT_MODE=score_first, #1493's knobs) and its
          sliding window (stride 64): post-quant, sliding, post-TTT.
-A part that fails on FlexAttention (compile or run) before its artifact or TTT score is run again once with
-DOC_ATTENTION_KERNEL=sdpa (the blockwise SDPA kernels; after a training retry the eval parts score that run).
+Document-isolated attention runs on the trainer's default kernel (DOC_ATTENTION_KERNEL=auto: blockwise SDPA;
+compiled FlexAttention gave wrong values here and crashed pr1855's evaluation graph, bench/flex_eval_check.py).
 A part cut off keeps what its log printed (a TTT cut mid-way reports its running val_bpb over the documents scored
 so far). The work folder (--work, default /tmp/frontier_eval: runs.db and runs/ with the artifact) stays between
 calls on a warm machine; the JSON (--out; one per call, merged with what the folder's earlier calls wrote) has per
@@ -162,31 +162,12 @@ def summarize(log: Path | None) -> dict[str, Any]:
     }
 
 
-_FLEX_FAILURE = re.compile(r"flex|BlockMask|block_mask|LoweringException|InductorError|torch\._dynamo", re.I)
-
-
-def part_command(part: str, data: Path, knobs: dict[str, str], extra: list[str], trained: str,
-                 suffix: str = "") -> list[str]:
+def part_command(part: str, data: Path, knobs: dict[str, str], extra: list[str], trained: str) -> list[str]:
     """The golf command of a part; `trained`: the training run's name (its --name, or the run an eval scores)."""
     if part in ("train", "run"):
         return golf("run", str(SPEC), "--data", str(data), "--nproc", "1", "--seed", str(SEED), "--name", trained,
                     *sets(knobs, extra))
-    return golf("eval", f"{trained}-s{SEED}", "--name", f"{NAME}-{part}{suffix}", *sets(knobs, extra))
-
-
-def flex_failed(part: str, result: dict[str, Any], console: Path) -> bool:
-    """A part that failed before its artifact (training) or its TTT score (evaluation), with FlexAttention or
-    compile errors in its output."""
-    done = result.get("total_bytes") if part in ("train", "run") else (result.get("stages") or {}).get("post_ttt")
-    if result["exit_code"] == 0 or result["cut_off"] or done:
-        return False
-    text = "\n".join(result.get("last_lines") or []) + (console.read_text(errors="replace") if console.is_file()
-                                                        else "")
-    log = result.get("log")
-    if log and Path(log).is_file():
-        text += "\n".join(Path(log).read_text(errors="replace").splitlines()[-200:])
-    errors = [ln for ln in text.splitlines() if re.search(r"error|exception", ln, re.I)]  # not the header lines
-    return any(_FLEX_FAILURE.search(ln) for ln in errors)
+    return golf("eval", f"{trained}-s{SEED}", "--name", f"{NAME}-{part}", *sets(knobs, extra))
 
 
 def main() -> int:
@@ -266,20 +247,6 @@ def main() -> int:
         report[part] = {"command": argv[2:], "overrides": {**knobs[part], "+": extra},
                         **run_part(argv, left, console, env)}
         report[part].update(summarize(newest_run_log(work, before)))
-        retry_left = args.budget - (time.time() - start) - args.keep * (len(parts) - n - 1)
-        if retry_left > 60 and not any(e.startswith("DOC_ATTENTION_KERNEL=") for e in extra) \
-                and flex_failed(part, report[part], console):
-            # FlexAttention did not compile or run here: the same part again on the blockwise SDPA kernels
-            report[f"{part}_flex_failure"] = report[part]
-            if training:
-                report["trained_run"] = f"{NAME}-sdpa"
-            knobs[part] = {**knobs[part], "DOC_ATTENTION_KERNEL": "sdpa"}
-            argv = part_command(part, data, knobs[part], extra, report["trained_run"], "-sdpa")
-            before = set((work / "runs").glob("*/train.log"))
-            console = args.out.with_name(f"frontier_eval_{part}_sdpa.txt")
-            report[part] = {"command": argv[2:], "overrides": {**knobs[part], "+": extra},
-                            **run_part(argv, retry_left, console, env)}
-            report[part].update(summarize(newest_run_log(work, before)))
         ok = ok and report[part]["exit_code"] == 0
         write()
     if args.save:

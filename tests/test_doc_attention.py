@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 
@@ -181,7 +182,7 @@ def test_make_train_loader_follows_the_knob(tmp_path: Path) -> None:
 def test_kernel_knob_picks_the_mask_and_both_score_alike() -> None:
     from golf.trainer.doc_attention import FlexMask, mask_kernel
 
-    assert mask_kernel("auto", torch.device("cpu")) == "sdpa" and mask_kernel("auto", torch.device("cuda")) == "flex"
+    assert mask_kernel("auto", torch.device("cpu")) == "sdpa" and mask_kernel("auto", torch.device("cuda")) == "sdpa"
     assert mask_kernel("flex", torch.device("cpu")) == "flex"
     ids = _ids_with_docs([0, 9, 20], 40)
     assert isinstance(with_mask(layout(ids, 32), torch.device("cpu"), "flex").mask, FlexMask)
@@ -193,3 +194,59 @@ def test_kernel_knob_picks_the_mask_and_both_score_alike() -> None:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert torch.allclose(flex.token_losses(packed, packed), sdpa.token_losses(packed, packed), atol=1e-5)
+
+
+def test_flex_check_passes_agreeing_kernels_and_fails_a_wrong_one() -> None:
+    """check_flex compares flex with the exact kernel at each shape: the real flex (eager on the CPU) passes, a flex
+    whose output is off (here: the batch rows swapped, as a broken index would) or raises fails, at its shape."""
+    from golf.trainer.doc_attention import check_flex
+
+    shapes = [(2, 96, 32), (3, 64, 64)]
+    args = (shapes, 2, 1, 8, torch.device("cpu"), torch.float32, False)
+    good = check_flex(*args)
+    assert good.passed and good.max_abs_diff < 1e-5
+    assert "flex_check:passed" in good.line()
+
+    def swapped(ids, q, k, v, kernel):  # noqa: ANN001 -- the attend signature
+        lay = with_mask(layout(ids, 32 if ids.size(1) == 96 else 64), ids.device, kernel)
+        return isolated_attention(q, k, v, lay).flip(0)
+
+    bad = check_flex(*args, flex_attend=swapped)
+    assert not bad.passed and bad.max_abs_diff > 0.1 and bad.worst_shape == (2, 96, 32)
+    assert "flex_check:failed" in bad.line() and "worst_shape:2x96/span32" in bad.line()
+
+    def broken(ids, q, k, v, kernel):  # noqa: ANN001
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    crashed = check_flex(*args, flex_attend=broken)
+    assert not crashed.passed and crashed.max_abs_diff == float("inf")
+
+
+def test_a_run_asking_for_flex_falls_back_to_sdpa_when_the_check_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CUDA, DOC_ATTENTION_KERNEL=flex is checked at the run's shapes (the packed training row, the evaluation
+    batch, the sliding batch); a failed check gives sdpa, a passed one flex; auto and sdpa are never checked."""
+    from golf.trainer import train
+    from golf.trainer.doc_attention import FlexCheck
+
+    seen: list[list[tuple[int, int, int]]] = []
+
+    def fake_check(shapes, *_args, **_kw):  # noqa: ANN001, ANN002, ANN003
+        seen.append(shapes)
+        return FlexCheck(outcome["diff"], shapes[0], 0.1)
+
+    outcome = {"diff": 4.8}
+    monkeypatch.setattr(train, "check_flex", fake_check)
+    rt = type("FakeRuntime", (), {"is_cuda": True, "device": torch.device("cuda"), "world_size": 1,
+                                  "compute_dtype": torch.bfloat16, "compiles": lambda self, wanted: wanted})()
+    hp = Hyperparameters.resolve(values={"DOC_ATTENTION": 1, "DOC_ATTENTION_KERNEL": "flex", "TRAIN_SEQ_LEN": 64,
+                                         "EVAL_SEQ_LEN": 64, "VAL_BATCH_SIZE": 1024, "EVAL_STRIDE": 32,
+                                         "EVAL_BATCH_SEQS": 4, "MODEL_DIM": 32, "NUM_HEADS": 4, "NUM_KV_HEADS": 2})
+    kernel, check = train.resolve_doc_kernel(hp, rt, 512)
+    assert kernel == "sdpa" and check is not None and not check.passed
+    assert seen[-1] == [(1, 512, 64), (16, 64, 64), (4, 64, 64)]
+    outcome["diff"] = 0.01
+    assert train.resolve_doc_kernel(hp, rt, 512)[0] == "flex"
+    for requested in ("auto", "sdpa"):
+        other = dataclasses.replace(hp, doc_attention_kernel=requested)
+        assert train.resolve_doc_kernel(other, rt, 512) == ("sdpa", None)
+    assert len(seen) == 2

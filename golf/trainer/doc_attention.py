@@ -6,7 +6,7 @@ window, TTT) isolates documents with no extra plumbing. A segment is a document 
 tokens (the records cap one attention span at the training sequence length); RoPE positions restart at 0 in each
 segment, so a document scores exactly as if it were run alone.
 
-Kernels (DOC_ATTENTION_KERNEL; auto: flex on CUDA, sdpa elsewhere). Both cut a row into blocks of `span` queries,
+Kernels (DOC_ATTENTION_KERNEL; auto: sdpa). Both cut a row into blocks of `span` queries,
 each attending to its own block and the one before it (a segment of at most `span` tokens never reaches further
 back), so the mask costs T x 2·span, never T x T (a packed training row is TRAIN_BATCH_TOKENS / 8 tokens on one GPU):
 - flex: FlexAttention with a block mask (only the 128 x 128 tiles a segment touches are computed); blocks padded to
@@ -14,6 +14,11 @@ back), so the mask costs T x 2·span, never T x T (a packed training row is TRAI
   and the kernel are part of the graph; called eagerly on CUDA (GPTQ's calibration forwards) the kernel goes
   through its own torch.compile, since uncompiled flex attention materializes every score.
 - sdpa: exact SDPA with a dense mask of span x 2·span per block.
+auto is sdpa on every device: on an H200 (torch 2.11) compiled flex disagreed with sdpa by up to 4.8 on unit-normal
+inputs at evaluation shapes and crashed pr1855's evaluation graph with an illegal memory access
+(bench/results/flex_eval_check_h200.json), while both equal each document run alone on the CPU. flex, asked for by
+name, is checked against sdpa on CUDA at the run's own shapes before training (check_flex); where they disagree
+the run uses sdpa and logs why.
 
 The packing loader serves each micro-batch as one row of TRAIN_BATCH_TOKENS / (ranks x micro-steps) tokens
 (the same tokens, in the same order, as the row loader), so documents are cut only at the `span` cap, not at
@@ -73,10 +78,84 @@ FLEX_TILE = 128  # FlexAttention's block-mask tile (its default BLOCK_SIZE)
 
 
 def mask_kernel(requested: str, device: torch.device) -> str:
-    """The kernel DOC_ATTENTION_KERNEL=`requested` runs on `device`."""
-    if requested == "auto":
-        return "flex" if device.type == "cuda" else "sdpa"
-    return requested
+    """The kernel DOC_ATTENTION_KERNEL=`requested` runs on `device` (auto: sdpa, see the module's docstring)."""
+    return "sdpa" if requested == "auto" else requested
+
+
+KERNEL_LOG_NAMES = {"flex": "flex_block_mask", "sdpa": "blockwise_sdpa"}
+FLEX_CHECK_TOLERANCE = 0.05  # bf16 outputs of the two kernels on unit-normal inputs agree to ~1e-2; broken flex: 4+
+
+
+@dataclass(frozen=True)
+class FlexCheck:
+    """flex against sdpa at each (rows, tokens, span) shape a run attends at: the worst |difference| and where."""
+
+    max_abs_diff: float
+    worst_shape: tuple[int, int, int]
+    seconds: float
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs_diff <= FLEX_CHECK_TOLERANCE  # a NaN fails too
+
+    def line(self) -> str:
+        rows, tokens, span = self.worst_shape
+        verdict = "passed" if self.passed else "failed"
+        return (f"doc_attention:flex_check:{verdict} max_abs_diff:{self.max_abs_diff:.4g} "
+                f"tolerance:{FLEX_CHECK_TOLERANCE:g} worst_shape:{rows}x{tokens}/span{span} time:{self.seconds:.1f}s")
+
+
+def random_documents(rows: int, tokens: int, generator: torch.Generator) -> Tensor:
+    """(rows, tokens) token ids with a BOS every 300-900 tokens (the first one within 300)."""
+    ids = torch.randint(2, 1000, (rows, tokens), generator=generator)
+    for r in range(rows):
+        pos = int(torch.randint(0, 300, (1,), generator=generator))
+        while pos < tokens:
+            ids[r, pos] = BOS_ID
+            pos += int(torch.randint(300, 900, (1,), generator=generator))
+    return ids
+
+
+def kernel_disagreement(rows: int, tokens: int, span: int, heads: int, kv_heads: int, head_dim: int,
+                        device: torch.device, dtype: torch.dtype, compiled: bool, seed: int = 0,
+                        flex_attend: Any = None) -> float:
+    """max |flex - sdpa| of document-isolated attention over one random batch of documents, flex compiled as the
+    trainer's graphs compile it (or eager). `flex_attend` replaces the flex side (tests)."""
+    gen = torch.Generator().manual_seed(seed)
+    ids = random_documents(rows, tokens, gen).to(device)
+    q = torch.randn(rows, tokens, heads, head_dim, generator=gen).to(device, dtype)
+    k = torch.randn(rows, tokens, kv_heads, head_dim, generator=gen).to(device, dtype)
+    v = torch.randn(rows, tokens, kv_heads, head_dim, generator=gen).to(device, dtype)
+
+    def attend(ids: Tensor, q: Tensor, k: Tensor, v: Tensor, kernel: str) -> Tensor:
+        return isolated_attention(q, k, v, with_mask(layout(ids, span), ids.device, kernel))
+
+    flex = flex_attend or (torch.compile(attend, dynamic=False) if compiled else attend)
+    with torch.no_grad():
+        got = flex(ids, q, k, v, "flex").float()
+        want = attend(ids, q, k, v, "sdpa").float()
+        diff = (got - want).abs().max()
+    return float(diff) if bool(torch.isfinite(diff)) else float("inf")
+
+
+def check_flex(shapes: list[tuple[int, int, int]], heads: int, kv_heads: int, head_dim: int, device: torch.device,
+               dtype: torch.dtype, compiled: bool, flex_attend: Any = None) -> FlexCheck:
+    """kernel_disagreement at every (rows, tokens, span) shape; an error inside flex counts as a disagreement."""
+    import time
+
+    start = time.perf_counter()
+    worst, where = -1.0, shapes[0]
+    for shape in dict.fromkeys(shapes):
+        try:
+            diff = kernel_disagreement(*shape, heads, kv_heads, head_dim, device, dtype, compiled,
+                                       flex_attend=flex_attend)
+        except Exception:  # noqa: BLE001 -- a flex kernel that does not compile or run here is a failed check
+            diff = float("inf")
+        if diff > worst:
+            worst, where = diff, shape
+        if diff > FLEX_CHECK_TOLERANCE:
+            break
+    return FlexCheck(worst, where, time.perf_counter() - start)
 
 
 def with_mask(lay: DocLayout, device: torch.device, kernel: str = "auto") -> DocLayout:

@@ -245,9 +245,10 @@ class Hyperparameters:
     ortho_init: bool = knob(False, "orthogonal init of block matrices", "technique")
     doc_attention: bool = knob(False, "document-isolated attention (never across a BOS) and the packing loader: "
                                "one row of packed documents per micro-step", "technique")
-    doc_attention_kernel: str = knob("auto", "DOC_ATTENTION's kernels: flex (FlexAttention block masks), sdpa "
-                                      "(blockwise SDPA, dense masks of TRAIN_SEQ_LEN x 2·TRAIN_SEQ_LEN), or auto: "
-                                      "flex on CUDA, sdpa elsewhere", "technique", choices=("auto", "flex", "sdpa"))
+    doc_attention_kernel: str = knob("auto", "DOC_ATTENTION's kernels: sdpa (blockwise SDPA, dense masks of "
+                                      "TRAIN_SEQ_LEN x 2·TRAIN_SEQ_LEN), flex (FlexAttention block masks; on CUDA "
+                                      "checked against sdpa at the run's shapes first, sdpa where they disagree), or "
+                                      "auto: sdpa", "technique", choices=("auto", "flex", "sdpa"))
     # -- the frontier records' techniques (2026-04), under their own env-var names
     num_loops: int = knob(0, "extra passes over layers LOOP_START..LOOP_END (depth recurrence; 2: three passes)",
                           "technique", minimum=0, maximum=_MAX_LAYERS)

@@ -20,7 +20,7 @@ from .attention import fa4_version, resolve_backend
 from .bpb import SIDECAR_PATTERN, load_byte_sidecar, load_luts
 from .compile_cache import cache_state, compile_cache_counts, setup_compile_cache
 from .data import TrainLoader, load_val_tokens
-from .doc_attention import make_train_loader, mask_kernel
+from .doc_attention import KERNEL_LOG_NAMES, FlexCheck, check_flex, make_train_loader, mask_kernel, segment_span
 from .evaluate import evaluate_plain, val_batch_seqs
 from .fused_mlp import fused_mlp_line
 from .hparams import Hyperparameters, KnobError
@@ -43,6 +43,32 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
+def attention_shapes(hp: Hyperparameters, micro_tokens: int, world_size: int) -> list[tuple[int, int, int]]:
+    """(rows, tokens, span) of the batches the model attends over: a training micro-batch (one packed row, or rows
+    of TRAIN_SEQ_LEN from the shuffled loader), the plain evaluation's batch and the sliding/TTT windows' batch."""
+    if hp.train_loader == "shuffled":
+        train = (micro_tokens // hp.train_seq_len, hp.train_seq_len)
+    else:
+        train = (1, micro_tokens)
+    shapes = [(*train, segment_span(train[1], hp)),
+              (val_batch_seqs(hp.val_batch_size, hp.eval_seq_len, world_size), hp.eval_seq_len, hp.eval_seq_len)]
+    if hp.eval_stride or hp.ttt_enabled:
+        shapes.append((max(hp.eval_batch_seqs, 1), hp.eval_seq_len, hp.eval_seq_len))
+    return shapes
+
+
+def resolve_doc_kernel(hp: Hyperparameters, rt: Runtime, micro_tokens: int) -> tuple[str, FlexCheck | None]:
+    """The DOC_ATTENTION kernel this run uses: DOC_ATTENTION_KERNEL's, except that flex on CUDA must first agree
+    with the exact sdpa kernel at the run's own shapes (check_flex), else the run falls back to sdpa."""
+    kernel = mask_kernel(hp.doc_attention_kernel, rt.device)
+    if not hp.doc_attention or kernel != "flex" or not rt.is_cuda:
+        return kernel, None
+    head_dim = hp.model_dim // hp.num_heads
+    check = check_flex(attention_shapes(hp, micro_tokens, rt.world_size), hp.num_heads, hp.num_kv_heads, head_dim,
+                       rt.device, rt.compute_dtype, rt.compiles(hp.compile))
+    return ("flex" if check.passed else "sdpa"), check
+
+
 def grad_accum_steps(hp: Hyperparameters, world_size: int) -> int:
     if hp.grad_accum_steps:
         return hp.grad_accum_steps
@@ -60,7 +86,9 @@ class Trainer:
             raise KnobError(f"TRAIN_BATCH_TOKENS={hp.train_batch_tokens} must split into {rt.world_size} ranks x "
                             f"{self.accum} micro-steps of whole TRAIN_SEQ_LEN={hp.train_seq_len} sequences")
         self.attention = resolve_backend(hp.attn_backend, rt.device, micro)
-        self.model = GPT(hp, rt.compute_dtype, self.attention).to(rt.device)
+        self.doc_kernel, self.flex_check = resolve_doc_kernel(hp, rt, micro)
+        model_hp = dataclasses.replace(hp, doc_attention_kernel=self.doc_kernel) if hp.doc_attention else hp
+        self.model = GPT(model_hp, rt.compute_dtype, self.attention).to(rt.device)
         self.step_fn: nn.Module = self.model
         self.eval_fn = self.model.token_losses
         if rt.compiles(hp.compile):
@@ -251,8 +279,10 @@ def log_header(hp: Hyperparameters, rt: Runtime, trainer: Trainer) -> None:
     if mlp_line:
         rt.log(mlp_line)
     if hp.doc_attention:
-        kernel = "flex_block_mask" if mask_kernel(hp.doc_attention_kernel, rt.device) == "flex" else "blockwise_sdpa"
-        rt.log(f"doc_attention:enabled kernel:{kernel} max_span:{hp.train_seq_len} loader:packed")
+        if trainer.flex_check is not None:
+            rt.log(trainer.flex_check.line())
+        rt.log(f"doc_attention:enabled kernel:{KERNEL_LOG_NAMES[trainer.doc_kernel]} "
+               f"requested:{hp.doc_attention_kernel} max_span:{hp.train_seq_len} loader:packed")
     if hp.xsa_last_n:
         rt.log(f"XSA:last_{hp.xsa_last_n} active_layers:{info['xsa_layers']}")
     if hp.num_loops:
