@@ -182,3 +182,14 @@ def test_the_one_file_trainer_decodes_its_own_pergroup_artifact(bundled: types.M
     assert all(torch.equal(own[n], package[n]) for n in state)
     direct = A.dequantize_state(A.unpack(path.read_bytes()))
     assert all(torch.equal(own[n], direct[n]) for n in state)
+
+
+def test_codecs_run_at_once_and_pick_what_one_after_another_picks() -> None:
+    """best_codec's threads change only the time: the same codec and bytes as trying the codecs in a row (ties go
+    to the first in CODECS either way), on a clustered stream and on incompressible bytes."""
+    for raw in (_clustered(256, 64, seed=11).tobytes(), np.random.default_rng(12).bytes(4096)):
+        concurrent, serial = P.best_codec(raw, concurrent=True), P.best_codec(raw)
+        assert concurrent == serial
+        sizes = {c: len(C.compress(raw, c)) for c in C.CODECS if C.codec_available(c)}
+        assert len(concurrent[1]) == min(sizes.values())
+        assert concurrent[0] == next(c for c in sizes if sizes[c] == min(sizes.values()))
