@@ -68,9 +68,13 @@ def test_same_knobs_reproduce_the_parents_scores_and_ttt_lr_changes_only_post_tt
     assert same.exit_code == 0, same.output[-3000:]
     child = _show(db, "same")
     assert child["status"] == "completed" and child["seed"] == parent["seed"]
-    for key in ("post_quant_bpb", "post_quant_loss", "sliding_bpb", "sliding_loss", "post_ttt_bpb", "post_ttt_loss",
-                "total_bytes", "model_bytes", "bytes_breakdown"):
+    for key in ("total_bytes", "model_bytes", "bytes_breakdown"):
         assert child[key] == parent[key], key
+    # the scores as the logs print them (8 decimals), equal up to one unit of the last: a CI run once saw sliding_bpb
+    # 4.06617494 against 4.06617493 (CPU float math in another process, rounded at a digit's edge); TTT_LR below
+    # moves post_ttt by far more
+    for key in ("post_quant_bpb", "post_quant_loss", "sliding_bpb", "sliding_loss", "post_ttt_bpb", "post_ttt_loss"):
+        assert child[key] == pytest.approx(parent[key], rel=0, abs=1.5e-8), key
     assert child["pre_quant_bpb"] is None and child["steps"] is None  # no training, no float weights
     assert child["config"]["EVAL_ONLY_PATH"] == parent["artifact_path"]
     if "parent_id" in child:
@@ -81,8 +85,8 @@ def test_same_knobs_reproduce_the_parents_scores_and_ttt_lr_changes_only_post_tt
     assert lr.exit_code == 0, lr.output[-3000:]
     other = _show(db, "lr")
     for key in ("post_quant_bpb", "sliding_bpb"):
-        assert other[key] == parent[key], key
-    assert other["post_ttt_bpb"] != parent["post_ttt_bpb"]
+        assert other[key] == pytest.approx(parent[key], rel=0, abs=1.5e-8), key
+    assert abs(other["post_ttt_bpb"] - parent["post_ttt_bpb"]) > 1e-6
     assert other["spec_name"] == "smoke+eval+TTT_LR=0.05" and other["config"]["TTT_LR"] == "0.05"
 
 
