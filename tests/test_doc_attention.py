@@ -234,10 +234,17 @@ def test_a_run_asking_for_flex_falls_back_to_sdpa_when_the_check_fails(monkeypat
         seen.append(shapes)
         return FlexCheck(outcome["diff"], shapes[0], 0.1)
 
-    outcome = {"diff": 4.8}
+    outcome: dict = {"diff": 4.8, "other_rank_failed": False}
     monkeypatch.setattr(train, "check_flex", fake_check)
-    rt = type("FakeRuntime", (), {"is_cuda": True, "device": torch.device("cuda"), "world_size": 1,
-                                  "compute_dtype": torch.bfloat16, "compiles": lambda self, wanted: wanted})()
+    reduced: list[int] = []
+
+    def all_reduce(self, tensor, op=None):  # noqa: ANN001, ANN202 -- one rank of two whose other rank failed
+        reduced.append(int(tensor))
+        return torch.ones_like(tensor) if outcome["other_rank_failed"] else tensor
+
+    rt = type("FakeRuntime", (), {"is_cuda": True, "device": torch.device("cpu"), "world_size": 1,
+                                  "compute_dtype": torch.bfloat16, "compiles": lambda self, wanted: wanted,
+                                  "all_reduce": all_reduce})()
     hp = Hyperparameters.resolve(values={"DOC_ATTENTION": 1, "DOC_ATTENTION_KERNEL": "flex", "TRAIN_SEQ_LEN": 64,
                                          "EVAL_SEQ_LEN": 64, "VAL_BATCH_SIZE": 1024, "EVAL_STRIDE": 32,
                                          "EVAL_BATCH_SEQS": 4, "MODEL_DIM": 32, "NUM_HEADS": 4, "NUM_KV_HEADS": 2})
@@ -246,7 +253,10 @@ def test_a_run_asking_for_flex_falls_back_to_sdpa_when_the_check_fails(monkeypat
     assert seen[-1] == [(1, 512, 64), (16, 64, 64), (4, 64, 64)]
     outcome["diff"] = 0.01
     assert train.resolve_doc_kernel(hp, rt, 512)[0] == "flex"
+    outcome["other_rank_failed"] = True  # this rank passed, another failed: every rank falls back
+    assert train.resolve_doc_kernel(hp, rt, 512)[0] == "sdpa"
+    assert reduced == [1, 0, 0]
     for requested in ("auto", "sdpa"):
         other = dataclasses.replace(hp, doc_attention_kernel=requested)
         assert train.resolve_doc_kernel(other, rt, 512) == ("sdpa", None)
-    assert len(seen) == 2
+    assert len(seen) == 3

@@ -66,7 +66,9 @@ def resolve_doc_kernel(hp: Hyperparameters, rt: Runtime, micro_tokens: int) -> t
     head_dim = hp.model_dim // hp.num_heads
     check = check_flex(attention_shapes(hp, micro_tokens, rt.world_size), hp.num_heads, hp.num_kv_heads, head_dim,
                        rt.device, rt.compute_dtype, rt.compiles(hp.compile))
-    return ("flex" if check.passed else "sdpa"), check
+    # every rank runs the same kernel: one rank's failed check sends all of them to sdpa
+    failed = rt.all_reduce(torch.tensor(int(not check.passed), device=rt.device), op=torch.distributed.ReduceOp.MAX)
+    return ("sdpa" if int(failed.item()) else "flex"), check
 
 
 def grad_accum_steps(hp: Hyperparameters, world_size: int) -> int:
