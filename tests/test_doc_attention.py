@@ -51,7 +51,7 @@ def test_layout_by_hand() -> None:
     assert lay.doc_start.tolist() == [[True, True, False, False, False, False, False, True, False]]
 
 
-@pytest.mark.parametrize("span", [16, 5])
+@pytest.mark.parametrize("span", [16, 5, 40])  # 40: the whole row is one block (evaluation rows), no previous one
 def test_blockwise_kernel_equals_each_document_alone(span: int) -> None:
     torch.manual_seed(0)
     t, starts = 40, [0, 9, 10, 23, 31]  # a one-token document at 9; with span 5 the longer ones are cut

@@ -13,7 +13,8 @@ back), so the mask costs T x 2·span, never T x T (a packed training row is TRAI
   a multiple of 128; a row no longer than `span` is one block with no previous one. Inside torch.compile the mask
   and the kernel are part of the graph; called eagerly on CUDA (GPTQ's calibration forwards) the kernel goes
   through its own torch.compile, since uncompiled flex attention materializes every score.
-- sdpa: exact SDPA with a dense mask of span x 2·span per block.
+- sdpa: exact SDPA with a dense mask of span x 2·span per block (span x span where a row is one block), key/value
+  heads repeated to the query heads so that a fused kernel, not SDPA's math backend, takes the mask.
 auto is sdpa on every device: on an H200 (torch 2.11) compiled flex disagreed with sdpa by up to 4.8 on unit-normal
 inputs at evaluation shapes and crashed pr1855's evaluation graph with an illegal memory access
 (bench/results/flex_eval_check_h200.json), while both equal each document run alone on the CPU. flex, asked for by
@@ -176,16 +177,20 @@ def _pad_to(x: Tensor, length: int, dim: int, value: float = 0) -> Tensor:
 
 
 def _blockwise_mask(segment: Tensor, span: int) -> Tensor:
-    """(B·nb, 1, span, 2·span) bool: query block i against key blocks i-1 and i (same segment, not in the future)."""
+    """(B·nb, 1, span, 2·span) bool: query block i against key blocks i-1 and i (same segment, not in the future);
+    (B, 1, span, span) where a row is one block (nb = 1: evaluation rows), which has no previous block."""
     b, t = segment.shape
     nb = -(-t // span)
     seg = _pad_to(segment, nb * span, 1, value=-1).view(b, nb, span)
-    prev = F.pad(seg, (0, 0, 1, 0), value=-2)[:, :-1]  # block i-1 (none before the first: matches nothing)
-    keys = torch.cat((prev, seg), dim=2)  # (b, nb, 2·span)
-    q_pos = torch.arange(span, device=segment.device)[:, None] + span
-    k_pos = torch.arange(2 * span, device=segment.device)[None, :]
+    if nb == 1:
+        keys, offset = seg, 0
+    else:
+        prev = F.pad(seg, (0, 0, 1, 0), value=-2)[:, :-1]  # block i-1 (none before the first: matches nothing)
+        keys, offset = torch.cat((prev, seg), dim=2), span  # (b, nb, 2·span)
+    q_pos = torch.arange(span, device=segment.device)[:, None] + offset
+    k_pos = torch.arange(keys.size(2), device=segment.device)[None, :]
     allowed = (seg[..., :, None] == keys[..., None, :]) & (k_pos <= q_pos)
-    return allowed.view(b * nb, 1, span, 2 * span)
+    return allowed.view(b * nb, 1, span, keys.size(2))
 
 
 # ---------------------------------------------------------------------------------------------- flex blocks
@@ -292,19 +297,24 @@ def isolated_attention(q: Tensor, k: Tensor, v: Tensor, lay: DocLayout) -> Tenso
     b, t, h, d = q.shape
     span = lay.span
     nb = -(-t // span)
+    if k.size(2) != h:
+        # SDPA with a mask and enable_gqa runs its math backend (every score materialized in fp32): each query
+        # head gets its key/value head here instead (enable_gqa's order), so the memory-efficient kernel takes it
+        k, v = k.repeat_interleave(h // k.size(2), dim=2), v.repeat_interleave(h // v.size(2), dim=2)
 
     def blocks(x: Tensor) -> Tensor:  # (B, T, h, D) -> (B·nb, h, span, D)
-        x = _pad_to(x, nb * span, 1).view(b, nb, span, x.size(2), d)
-        return x.reshape(b * nb, span, x.size(3), d).transpose(1, 2)
+        x = _pad_to(x, nb * span, 1).view(b, nb, span, h, d)
+        return x.reshape(b * nb, span, h, d).transpose(1, 2)
 
     def with_previous(x: Tensor) -> Tensor:  # (B, T, h, D) -> (B·nb, h, 2·span, D): block i-1 then block i
-        x = _pad_to(x, nb * span, 1).view(b, nb, span, x.size(2), d)
+        if nb == 1:  # one block per row (evaluation rows): no previous block, keys are the row's own
+            return blocks(x)
+        x = _pad_to(x, nb * span, 1).view(b, nb, span, h, d)
         prev = F.pad(x, (0, 0, 0, 0, 0, 0, 1, 0))[:, :-1]
         both = torch.cat((prev, x), dim=2)
-        return both.reshape(b * nb, 2 * span, x.size(3), d).transpose(1, 2)
+        return both.reshape(b * nb, 2 * span, h, d).transpose(1, 2)
 
-    y = F.scaled_dot_product_attention(blocks(q), with_previous(k), with_previous(v), attn_mask=lay.mask,
-                                       enable_gqa=k.size(2) != q.size(2))
+    y = F.scaled_dot_product_attention(blocks(q), with_previous(k), with_previous(v), attn_mask=lay.mask)
     return y.transpose(1, 2).reshape(b, nb * span, h, d)[:, :t]
 
 
