@@ -85,15 +85,15 @@ def test_flex_kernel_equals_each_document_alone(t: int, span: int) -> None:
 
 def test_flex_blocks_keep_the_mask_near_the_diagonal() -> None:
     """A packed row of 4 spans: 4 blocks of 128 queries against 256 keys (not 512 x 512)."""
-    from golf.trainer.doc_attention import FlexBlocks
+    from golf.trainer.doc_attention import FLEX_TILE, RowBlocks
 
-    blocks = FlexBlocks.of(512, 128)
+    blocks = RowBlocks.of(512, 128, FLEX_TILE)
     assert (blocks.nb, blocks.rows, blocks.with_previous) == (4, 128, True)
     seg = torch.arange(512).view(1, 512)
     keys = blocks.keys(seg, -1)
     assert keys.shape == (4, 256)
     assert keys[0, :128].tolist() == [-1] * 128 and keys[2].tolist() == list(range(128, 384))
-    assert FlexBlocks.of(100, 2048) == FlexBlocks(100, 100, 1, 128)
+    assert RowBlocks.of(100, 2048, FLEX_TILE) == RowBlocks(100, 100, 1, 128)
 
 
 def _doc_gpt(**extra: object) -> GPT:

@@ -17,9 +17,9 @@ back), so the mask costs T x 2·span, never T x T (a packed training row is TRAI
   heads repeated to the query heads so that a fused kernel, not SDPA's math backend, takes the mask.
 auto is sdpa on every device: on an H200 (torch 2.11) compiled flex disagreed with sdpa by up to 4.8 on unit-normal
 inputs at evaluation shapes and crashed pr1855's evaluation graph with an illegal memory access
-(bench/results/flex_eval_check_h200.json), while both equal each document run alone on the CPU. flex, asked for by
-name, is checked against sdpa on CUDA at the run's own shapes before training (check_flex); where they disagree
-the run uses sdpa and logs why.
+(bench/results/flex_eval_check_h200_2026-12-02.json), while both equal each document run alone on the CPU.
+flex, asked for by name, is checked against sdpa on CUDA at the run's own shapes before training (check_flex);
+where they disagree the run uses sdpa and logs why.
 
 The packing loader serves each micro-batch as one row of TRAIN_BATCH_TOKENS / (ranks x micro-steps) tokens
 (the same tokens, in the same order, as the row loader), so documents are cut only at the `span` cap, not at
@@ -28,6 +28,7 @@ arbitrary row boundaries.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,8 +143,6 @@ def kernel_disagreement(rows: int, tokens: int, span: int, heads: int, kv_heads:
 def check_flex(shapes: list[tuple[int, int, int]], heads: int, kv_heads: int, head_dim: int, device: torch.device,
                dtype: torch.dtype, compiled: bool, flex_attend: Any = None) -> FlexCheck:
     """kernel_disagreement at every (rows, tokens, span) shape; an error inside flex counts as a disagreement."""
-    import time
-
     start = time.perf_counter()
     worst, where = -1.0, shapes[0]
     for shape in dict.fromkeys(shapes):
@@ -176,28 +175,12 @@ def _pad_to(x: Tensor, length: int, dim: int, value: float = 0) -> Tensor:
     return F.pad(x, pad, value=value)
 
 
-def _blockwise_mask(segment: Tensor, span: int) -> Tensor:
-    """(B·nb, 1, span, 2·span) bool: query block i against key blocks i-1 and i (same segment, not in the future);
-    (B, 1, span, span) where a row is one block (nb = 1: evaluation rows), which has no previous block."""
-    b, t = segment.shape
-    nb = -(-t // span)
-    seg = _pad_to(segment, nb * span, 1, value=-1).view(b, nb, span)
-    if nb == 1:
-        keys, offset = seg, 0
-    else:
-        prev = F.pad(seg, (0, 0, 1, 0), value=-2)[:, :-1]  # block i-1 (none before the first: matches nothing)
-        keys, offset = torch.cat((prev, seg), dim=2), span  # (b, nb, 2·span)
-    q_pos = torch.arange(span, device=segment.device)[:, None] + offset
-    k_pos = torch.arange(keys.size(2), device=segment.device)[None, :]
-    allowed = (seg[..., :, None] == keys[..., None, :]) & (k_pos <= q_pos)
-    return allowed.view(b * nb, 1, span, keys.size(2))
-
-
-# ---------------------------------------------------------------------------------------------- flex blocks
+# ---------------------------------------------------------------------------------------------- row blocks
 @dataclass(frozen=True)
-class FlexBlocks:
-    """How a (B, T) row set is cut for the flex kernel: nb blocks of `span` queries per row, each padded to `rows`
-    (a multiple of the 128 tile); keys are the previous block and this one (2·rows), or this one alone (nb = 1)."""
+class RowBlocks:
+    """How a (B, T) row set is cut for both kernels: nb blocks of `span` queries per row, each padded to `rows`
+    (a multiple of the kernel's tile: 128 for flex, 1 for sdpa); keys are the previous block and this one (2·rows),
+    or this one alone (nb = 1: a row no longer than the span, as evaluation rows are)."""
 
     t: int
     span: int
@@ -205,10 +188,10 @@ class FlexBlocks:
     rows: int
 
     @classmethod
-    def of(cls, t: int, span: int) -> FlexBlocks:
+    def of(cls, t: int, span: int, tile: int = 1) -> RowBlocks:
         span = min(span, t)
         nb = -(-t // span)
-        return cls(t, span, nb, -(-span // FLEX_TILE) * FLEX_TILE)
+        return cls(t, span, nb, -(-span // tile) * tile)
 
     @property
     def with_previous(self) -> bool:
@@ -239,16 +222,28 @@ class FlexBlocks:
 @dataclass
 class FlexMask:
     block_mask: Any  # torch.nn.attention.flex_attention.BlockMask over (B·nb, rows, key length)
-    blocks: FlexBlocks
+    blocks: RowBlocks
 
 
 _PAD_SEGMENT = -1  # padding rows and keys: a segment of their own (every padding query sees itself, never a token)
 
 
+def _blockwise_mask(segment: Tensor, span: int) -> Tensor:
+    """(B·nb, 1, span, 2·span) bool for sdpa: query block i against key blocks i-1 and i (same segment, not in the
+    future); (B, 1, span, span) where a row is one block."""
+    blocks = RowBlocks.of(segment.size(1), span)
+    q_seg = blocks.queries(segment, _PAD_SEGMENT)  # (B·nb, span)
+    k_seg = blocks.keys(segment, _PAD_SEGMENT)  # (B·nb, span or 2·span)
+    offset = blocks.rows if blocks.with_previous else 0  # key index of query 0's own position
+    q_pos = torch.arange(blocks.rows, device=segment.device)[:, None] + offset
+    k_pos = torch.arange(k_seg.size(1), device=segment.device)[None, :]
+    return ((q_seg[:, :, None] == k_seg[:, None, :]) & (k_pos <= q_pos))[:, None]
+
+
 def _flex_block_mask(segment: Tensor, span: int) -> FlexMask:
     from torch.nn.attention.flex_attention import create_block_mask
 
-    blocks = FlexBlocks.of(segment.size(1), span)
+    blocks = RowBlocks.of(segment.size(1), span, FLEX_TILE)
     q_seg = blocks.queries(segment, _PAD_SEGMENT)  # (B·nb, rows)
     if blocks.with_previous:
         k_seg = blocks.keys(segment, _PAD_SEGMENT)  # (B·nb, 2·rows): block i-1, then block i
@@ -294,28 +289,16 @@ def isolated_attention(q: Tensor, k: Tensor, v: Tensor, lay: DocLayout) -> Tenso
     """Attention of q (B, T, H, D) over k, v (B, T, Hkv, D) within segments; returns (B, T, H, D)."""
     if isinstance(lay.mask, FlexMask):
         return _flex_attention(q, k, v, lay.mask)
-    b, t, h, d = q.shape
-    span = lay.span
-    nb = -(-t // span)
+    h = q.size(2)
     if k.size(2) != h:
         # SDPA with a mask and enable_gqa runs its math backend (every score materialized in fp32): each query
         # head gets its key/value head here instead (enable_gqa's order), so the memory-efficient kernel takes it
         k, v = k.repeat_interleave(h // k.size(2), dim=2), v.repeat_interleave(h // v.size(2), dim=2)
-
-    def blocks(x: Tensor) -> Tensor:  # (B, T, h, D) -> (B·nb, h, span, D)
-        x = _pad_to(x, nb * span, 1).view(b, nb, span, h, d)
-        return x.reshape(b * nb, span, h, d).transpose(1, 2)
-
-    def with_previous(x: Tensor) -> Tensor:  # (B, T, h, D) -> (B·nb, h, 2·span, D): block i-1 then block i
-        if nb == 1:  # one block per row (evaluation rows): no previous block, keys are the row's own
-            return blocks(x)
-        x = _pad_to(x, nb * span, 1).view(b, nb, span, h, d)
-        prev = F.pad(x, (0, 0, 0, 0, 0, 0, 1, 0))[:, :-1]
-        both = torch.cat((prev, x), dim=2)
-        return both.reshape(b * nb, 2 * span, h, d).transpose(1, 2)
-
-    y = F.scaled_dot_product_attention(blocks(q), with_previous(k), with_previous(v), attn_mask=lay.mask)
-    return y.transpose(1, 2).reshape(b, nb * span, h, d)[:, :t]
+    blocks = RowBlocks.of(q.size(1), lay.span)
+    qb = blocks.queries(q).transpose(1, 2)  # (B·nb, H, span, D)
+    kb, vb = blocks.keys(k).transpose(1, 2), blocks.keys(v).transpose(1, 2)  # (B·nb, H, span or 2·span, D)
+    y = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=lay.mask)
+    return blocks.unblock(y.transpose(1, 2), q.size(0))
 
 
 # ---------------------------------------------------------------------------------------------- the packing loader
