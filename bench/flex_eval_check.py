@@ -16,6 +16,7 @@ makes at its own shapes. Documents: BOS every 300-900 tokens. Prints one line pe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -42,10 +43,8 @@ def run_case(rows: int, tokens: int, span: int, mode: str) -> dict:
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     t0 = time.perf_counter()
-    if mode == "inference":
-        with torch.inference_mode():  # as prime_eval_graphs runs the plain evaluation graph
-            diff = kernel_disagreement(rows, tokens, span, 8, 4, 64, dev, dtype, compiled=dev.type == "cuda")
-    else:
+    # inference_mode as prime_eval_graphs runs the plain evaluation graph; no_grad as the stages do
+    with torch.inference_mode() if mode == "inference" else contextlib.nullcontext():
         diff = kernel_disagreement(rows, tokens, span, 8, 4, 64, dev, dtype, compiled=dev.type == "cuda")
     if dev.type == "cuda":
         torch.cuda.synchronize()
