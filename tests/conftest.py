@@ -66,15 +66,16 @@ def sample_data(tmp_path_factory: pytest.TempPathFactory):
     return build_sample(tmp_path_factory.mktemp("sample"))
 
 
-def perturbed_tiny_gpt(vocab: int, seq: int, seed: int = 0):  # type: ignore[no-untyped-def]
-    """A 2-layer, 32-wide GPT whose zero-initialised projections were perturbed, so every layer has an effect."""
+def perturbed_tiny_gpt(vocab: int, seq: int, seed: int = 0, **knobs: object):  # type: ignore[no-untyped-def]
+    """A 2-layer, 32-wide GPT whose zero-initialised projections were perturbed, so every layer has an effect
+    (`knobs`: more of the trainer's knobs, e.g. DOC_ATTENTION=1)."""
     import torch
 
     from golf.trainer.hparams import Hyperparameters
     from golf.trainer.model import GPT
 
     hp = Hyperparameters.resolve(values={"NUM_LAYERS": 2, "MODEL_DIM": 32, "NUM_HEADS": 2, "NUM_KV_HEADS": 1,
-                                         "VOCAB_SIZE": vocab, "TRAIN_SEQ_LEN": seq, "TRAIN_BATCH_TOKENS": seq})
+                                         "VOCAB_SIZE": vocab, "TRAIN_SEQ_LEN": seq, "TRAIN_BATCH_TOKENS": seq, **knobs})
     torch.manual_seed(seed)
     model = GPT(hp)
     with torch.no_grad():

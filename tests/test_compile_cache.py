@@ -157,6 +157,7 @@ TTT_ON = {"TTT_ENABLED": "1", "TTT_MODE": "score_first", "TTT_CHUNK_TOKENS": "51
 
 
 def _train(folder: Path, data: Path, cache: Path, **knobs: str) -> Any:
+    """The trainer's parsed log (its lines in .events["lines"])."""
     env = {k: v for k, v in os.environ.items() if k not in KNOBS_BY_NAME and not looks_like_knob(k)
            and k not in INDUCTOR_VARS and not k.startswith(("RANK", "WORLD_SIZE", "LOCAL_RANK"))}
     env.update(TINY, **knobs, DATA_PATH=str(data), TOKENIZER_PATH=str(data.parent.parent / "tokenizers" /
@@ -167,7 +168,9 @@ def _train(folder: Path, data: Path, cache: Path, **knobs: str) -> Any:
     done = subprocess.run([sys.executable, "-m", "golf.trainer"], cwd=folder, env=env, capture_output=True,
                           text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    return parse_text(done.stdout)
+    parsed = parse_text(done.stdout)
+    parsed.events["lines"] = done.stdout.splitlines()
+    return parsed
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +192,9 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     first = _train(root / "first", data, cache)
     files_after_first = sorted(p.relative_to(cache) for p in cache.rglob("*") if p.is_file())
     second = _train(root / "second", data, cache, **TTT_ON)
-    return {"first": first, "second": second, "files": files_after_first}
+    artifact = next((root / "first").glob("final_model.*.ptz"))
+    scored = _train(root / "scored", data, cache, EVAL_ONLY_PATH=str(artifact))
+    return {"first": first, "second": second, "files": files_after_first, "eval_only": scored}
 
 
 @pytest.mark.slow
@@ -216,3 +221,16 @@ def test_a_second_run_of_the_same_shapes_hits_the_cache_and_compiles_its_ttt_gra
     assert second.events["compile_cache_fx_hit"] >= first.events["compile_cache_fx_miss"]
     assert second.events["compile_cache_aot_hit"] >= first.events["compile_cache_aot_miss"]
     assert second.final_stage == "post_ttt"
+
+
+@pytest.mark.slow
+def test_an_eval_only_run_compiles_its_graphs_before_the_stages_clocks(two_runs: dict[str, Any]) -> None:
+    """`golf eval` (EVAL_ONLY_PATH) primes the plain evaluation's graph before the post-quant stage is timed, and
+    scores what the training run scored."""
+    scored, first = two_runs["eval_only"], two_runs["first"]
+    lines = scored.events["lines"]
+    assert set(scored.events["eval_warmup_graphs"]) == {"plain"}
+    warmup = next(i for i, line in enumerate(lines) if line.startswith("eval_warmup:plain"))
+    result = next(i for i, line in enumerate(lines) if "_roundtrip val_loss:" in line)
+    assert warmup < result
+    assert scored.stages["post_quant"].val_bpb == first.stages["post_quant"].val_bpb

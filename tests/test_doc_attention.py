@@ -127,6 +127,27 @@ def test_packed_documents_score_as_if_each_ran_alone(extra: dict) -> None:
     assert torch.allclose(together, torch.cat(alone), atol=1e-5)
 
 
+@pytest.mark.parametrize("extra", [{}, {"BIGRAM_VOCAB_SIZE": 97, "TRIGRAM": 1, "SMEAR_GATE": 1, "VE_ENABLED": 1,
+                                        "VE_LAYERS": "0,1"},
+                                   {"SMEAR_GATE_ENABLED": 1, "SPARSE_ATTN_GATE_ENABLED": 1, "GATE_WINDOW": 8,
+                                    "NUM_LOOPS": 1, "LOOP_START": 0, "LOOP_END": 1}])
+def test_one_document_rows_take_the_causal_path_to_the_same_scores(extra: dict) -> None:
+    """LoRA TTT's rows (one_document=True): a document from its BOS, a window starting mid-document, and a short
+    document padded with zeros score as the masked path scores them."""
+    model = _doc_gpt(**extra)
+    gen = torch.Generator().manual_seed(5)
+    rows = torch.randint(2, 64, (3, 16), generator=gen)
+    rows[0, 0] = BOS_ID  # a whole document; row 1: the middle of one (no BOS at all)
+    rows[2, 0], rows[2, 9:] = BOS_ID, 0  # a 9-token document, then padding
+    targets = torch.randint(2, 64, rows.shape, generator=gen)
+    with torch.no_grad():
+        masked = model.token_losses(rows, targets)
+        causal = model.token_losses(rows, targets, one_document=True)
+        packed = model.token_losses(rows.reshape(1, -1), targets.reshape(1, -1), one_document=True).view(3, 16)
+    assert torch.allclose(causal, masked, atol=1e-5)
+    assert not torch.allclose(packed[1:], masked[1:], atol=1e-3)  # a row of several documents is not one document
+
+
 def test_documents_influence_each_other_without_the_knob() -> None:
     """The check above can fail: with DOC_ATTENTION=0 the second document sees the first."""
     on, off = _doc_gpt(), _doc_gpt(DOC_ATTENTION=0)

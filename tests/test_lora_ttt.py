@@ -63,9 +63,14 @@ def test_documents_cover_every_target_once() -> None:
     assert processing_order(docs).tolist() == [1, 0, 2, 3, 4]  # longest first, ties in stream order
 
 
-@pytest.mark.parametrize("phased", [False, True])
-def test_lr_zero_equals_the_plain_score(phased: bool) -> None:
-    model = perturbed_tiny_gpt(VOCAB, SEQ)
+# the document-isolated model with every position-dependent input: its windows run the plain causal path
+DOC_MODEL = {"DOC_ATTENTION": 1, "BIGRAM_VOCAB_SIZE": 32, "TRIGRAM": 1, "SMEAR_GATE_ENABLED": 1, "SMEAR_GATE_WIDTH": 4}
+
+
+@pytest.mark.parametrize("phased,knobs", [(False, {}), (True, {}), (False, DOC_MODEL), (True, DOC_MODEL)])
+def test_lr_zero_equals_the_plain_score(phased: bool, knobs: dict[str, object]) -> None:
+    """Each document alone through the model's own forward (document-isolated attention where DOC_ATTENTION)."""
+    model = perturbed_tiny_gpt(VOCAB, SEQ, **knobs)
     tokens = stream(LENGTHS)
     want_loss, want_bpb = plain_per_document(model, tokens)
     cfg = replace(CFG, lr=0.0)
@@ -190,3 +195,26 @@ def test_allow_graphs_raises_the_recompile_limit() -> None:
         assert dynamo_config.recompile_limit == 22
         allow_graphs(1)  # never lowered
         assert dynamo_config.recompile_limit == 22
+
+
+def test_compiled_windows_share_graphs_and_score_as_eager() -> None:
+    """Compiled (inductor's CPU backend), the window widths 8, 16, 32 share graphs: fewer compiles than widths,
+    and the same scores as the eager path."""
+    import torch._dynamo as dynamo
+    from torch._dynamo.utils import counters
+
+    from golf.trainer.lora_ttt import window_widths
+
+    model = perturbed_tiny_gpt(VOCAB, SEQ, **DOC_MODEL)
+    tokens = stream(LENGTHS)
+    cfg = replace(CFG, batch_size=4)
+    assert window_widths(cfg) == [8, 16, 32]
+    eager, _ = lora_ttt(model, tokens, luts(), cfg, RT)
+    dynamo.reset()
+    counters.clear()
+    compiled, _ = lora_ttt(model, tokens, luts(), cfg, RT, compile_fn=True)
+    graphs = counters["stats"]["unique_graphs"]
+    dynamo.reset()
+    assert 1 <= graphs < len(window_widths(cfg))
+    assert compiled.val_loss == pytest.approx(eager.val_loss, rel=1e-5)
+    assert compiled.val_bpb == pytest.approx(eager.val_bpb, rel=1e-5)

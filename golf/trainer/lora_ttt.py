@@ -11,7 +11,9 @@ loss. A document's last chunk is scored and never trained on. Adapters and optim
 so nothing learned on one document reaches another.
 
 Windows are padded to a few fixed widths (TTT_CHUNK_SIZE x a power of two, capped at TTT_SEQ_LEN): causal attention
-makes the padding invisible to the scored positions, and a compiled forward needs one graph per width.
+makes the padding invisible to the scored positions. A row holds one document, so the model runs its plain causal
+attention even under DOC_ATTENTION (the same scores; the masked kernel would only cost time), and a compiled forward
+treats the width as dynamic (one or two graphs for all widths).
 """
 
 from __future__ import annotations
@@ -203,10 +205,24 @@ class DocumentTTT:
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-10,
                                      weight_decay=cfg.weight_decay)
         self.widths = window_widths(cfg)
-        self.loss_fn: Callable[[Tensor, Tensor], Tensor] = model.token_losses
+
+        def losses(x: Tensor, y: Tensor) -> Tensor:  # a row is one document's window: plain causal attention
+            return model.token_losses(x, y, one_document=True)
+
+        self.loss_fn: Callable[[Tensor, Tensor], Tensor] = losses
+        self.compiled = compile_fn
         if compile_fn:
             allow_graphs(len(self.widths))
-            self.loss_fn = torch.compile(model.token_losses, dynamic=False, fullgraph=True)
+            self.loss_fn = torch.compile(losses, dynamic=False, fullgraph=True)
+
+    def _losses(self, x: Tensor, y: Tensor) -> Tensor:
+        """Per-token losses of a (rows, width) window batch. Compiled, the width is a symbolic dimension, so the
+        widths share one or two graphs (where the compiler guards a size range) instead of one each: a full-size
+        model's graph costs about a minute to compile."""
+        if self.compiled:
+            torch._dynamo.maybe_mark_dynamic(x, 1)
+            torch._dynamo.maybe_mark_dynamic(y, 1)
+        return self.loss_fn(x, y)
 
     def _fresh(self) -> None:
         """Adapters back to their initial state and an empty optimizer state: a new batch learns from nothing."""
@@ -266,7 +282,7 @@ class DocumentTTT:
         learns = active & (ci < n_chunks - 1)  # on the host: no device sync per chunk to find out
         trained = scored & learns[:, None].to(dev)
         with torch.enable_grad():
-            losses = self.loss_fn(x, y)
+            losses = self._losses(x, y)
         with torch.no_grad():
             self._add_scores(losses.detach(), x, y, safe + 1, scored, log)
         if not bool(learns.any()):  # every active document's chunk is its last: scored, never trained on
@@ -274,7 +290,7 @@ class DocumentTTT:
         for step in range(cfg.grad_steps):
             if step:
                 with torch.enable_grad():
-                    losses = self.loss_fn(x, y)
+                    losses = self._losses(x, y)
             counts = trained.sum(dim=1).clamp_min(1)
             per_doc = (losses * trained).sum(dim=1) / counts  # each document's mean loss over its chunk
             self.opt.zero_grad(set_to_none=True)
@@ -299,7 +315,7 @@ class DocumentTTT:
             for w in self.widths:
                 x = torch.randint(2, vocab, (self.cfg.batch_size, w), device=self.rt.device, generator=gen)
                 with torch.enable_grad():
-                    loss = self.loss_fn(x, x).mean()
+                    loss = self._losses(x, x).mean()
                 torch.autograd.grad(loss, self.params)
 
 

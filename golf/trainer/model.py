@@ -482,10 +482,13 @@ class GPT(nn.Module):
                 module.qat_on.fill_(1.0 if on else 0.0)  # in place: compiled graphs read the same buffer
 
     # -- forward
-    def hidden(self, ids: Tensor) -> Tensor:
+    def hidden(self, ids: Tensor, one_document: bool = False) -> Tensor:
+        """`one_document`: each row holds one document (or a window of one, with no BOS past column 0), so causal
+        attention with positions from column 0 already is document-isolated attention: the fast causal kernel
+        then gives what DOC_ATTENTION's masked path would (LoRA TTT's windows)."""
         dtype = self.compute_dtype
         doc = None
-        if self.cfg.doc_attention:  # every position sees only its own document (golf.trainer.doc_attention)
+        if self.cfg.doc_attention and not one_document:  # each position sees only its own document (doc_attention)
             doc = with_mask(layout(ids, segment_span(ids.size(1), self.cfg)), ids.device,
                             self.cfg.doc_attention_kernel)
         x = self.tok_emb(ids).to(dtype)
@@ -551,9 +554,9 @@ class GPT(nn.Module):
         logits = self.logits(self.hidden(ids))
         return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_TARGET)
 
-    def token_losses(self, ids: Tensor, targets: Tensor) -> Tensor:
-        """Per-token cross-entropy (B, T), fp32."""
-        logits = self.logits(self.hidden(ids))
+    def token_losses(self, ids: Tensor, targets: Tensor, one_document: bool = False) -> Tensor:
+        """Per-token cross-entropy (B, T), fp32 (`one_document`: see hidden)."""
+        logits = self.logits(self.hidden(ids, one_document))
         return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
                                reduction="none").view_as(targets)
 

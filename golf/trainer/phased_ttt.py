@@ -24,7 +24,7 @@ from .hparams import Hyperparameters
 from .lora_ttt import LoRASettings, ScoreLog, find_documents, lora_ttt, processing_order
 from .model import GPT
 from .runtime import Runtime
-from .ttt import SequenceTrainer, TTTSettings
+from .ttt import SequenceTrainer, TTTSettings, prime_train_step, step_rows
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,20 @@ def chunk_lr(chunk: int, chunks: int, g: GlobalSettings) -> float:
     return g.lr * 0.5 * (1.0 + math.cos(math.pi * (chunk - warm) / max(chunks - 1 - warm, 1)))
 
 
+def global_step_rows(g: GlobalSettings, rt: Runtime) -> int:
+    """Sequences per global step on this rank: a full chunk's, the shorter last chunk padded to it, so every phase
+    runs the one graph primed before the TTT timer."""
+    return step_rows(max(g.chunk_tokens // g.seq_len, 1), g.batch_seqs, rt.rank, rt.world_size)
+
+
+def prime_global_step(model: GPT, g: GlobalSettings, rt: Runtime) -> None:
+    """Compile the global SGD step's forward+backward (training mode, full recurrence) on random tokens."""
+    was_training = model.training
+    model.train()
+    prime_train_step(model, global_step_rows(g, rt), g.seq_len, model.cfg.vocab_size, rt.device)
+    model.train(was_training)
+
+
 def global_sgd(model: GPT, tokens: torch.Tensor, g: GlobalSettings, rt: Runtime, compile_fn: bool = False) -> int:
     """SGD over `tokens` (the scored documents back to back) chunk by chunk; returns the optimizer steps taken."""
     cfg = TTTSettings(lr=g.lr, epochs=g.epochs, optimizer="sgd", momentum=g.momentum, weight_decay=0.0,
@@ -74,13 +88,14 @@ def global_sgd(model: GPT, tokens: torch.Tensor, g: GlobalSettings, rt: Runtime,
     chunks = max(1, -(-total // g.chunk_tokens))
     model.train()
     trainer = SequenceTrainer(model, tokens, cfg, rt, compile_fn)
+    rows = global_step_rows(g, rt)
     start = time.perf_counter()
     for c in range(chunks):
         first = c * g.chunk_tokens
         n_seqs = (min(first + g.chunk_tokens, total) - first) // g.seq_len
         lr = chunk_lr(c, chunks, g)
         if n_seqs > 0 and g.epochs > 0:
-            trainer.train_span(first, n_seqs, lambda _step, lr=lr: lr)
+            trainer.train_span(first, n_seqs, lambda _step, lr=lr: lr, rows)
         rt.log(f"tttg: c{c + 1}/{chunks} lr:{lr:.6f} t:{time.perf_counter() - start:.1f}s")
     trainer.close()
     model.eval()
@@ -117,5 +132,8 @@ def phased_ttt(model: GPT, val_tokens: torch.Tensor, luts: ByteLUTs, cfg: LoRASe
             log.extra["global_done"] = state["phase"] == len(bounds)
             rt.log(f"ttpr: phase:{phase + 1}/{len(bounds)} t:{time.perf_counter() - state['start']:.1f}s")
 
+    if compile_fn and any(b < len(docs) for b in bounds):  # a global pass will run: its graph before the timer
+        with rt.eval_compile("ttt_global_step"):
+            prime_global_step(model, g, rt)
     return lora_ttt(model, val_tokens, luts, cfg, rt, compile_fn, seed, keep_losses, after_round,
                     label="ttt_phased")

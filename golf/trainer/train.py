@@ -331,6 +331,9 @@ def main(argv: list[str] | None = None) -> int:
         if hp.eval_only_path:  # no training: the recorded artifact is scored with these evaluation knobs
             rt.log(f"val_loader:shards pattern={hp.data_path}/fineweb_val_*.bin tokens:{val_tokens.numel() - 1}")
             trainer.model.set_recurrence(True)  # every recurrence pass on: the state training ends in
+            # the stages' graphs compiled before their clocks, as a training run compiles them in its warm-up (the
+            # weights are loaded in place afterwards, so the graphs stay valid)
+            finish.prime_eval_graphs(trainer.model, trainer.eval_fn, hp, rt, val_tokens, luts)
             finish.final_stages(trainer.model, trainer.eval_fn, hp, rt, val_tokens, luts, None)
             log_compile_cache(rt, hp)
             return 0

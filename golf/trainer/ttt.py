@@ -120,10 +120,11 @@ class SequenceTrainer:
     def steps_per_epoch(self, n_seqs: int) -> int:
         return -(-n_seqs // self.cfg.batch_seqs)
 
-    def train_span(self, first_target: int, n_seqs: int, lr_at: Callable[[int], float]) -> None:
-        """TTT_EPOCHS passes over sequences k = 0..n_seqs-1 starting at first_target + k·TTT_SEQ_LEN."""
+    def train_span(self, first_target: int, n_seqs: int, lr_at: Callable[[int], float], rows: int = 0) -> None:
+        """TTT_EPOCHS passes over sequences k = 0..n_seqs-1 starting at first_target + k·TTT_SEQ_LEN, each step's
+        batch padded to `rows` sequences (default: this span's largest step)."""
         batch = self.cfg.batch_seqs
-        rows = step_rows(n_seqs, batch, self.rt.rank, self.rt.world_size)
+        rows = max(rows, step_rows(n_seqs, batch, self.rt.rank, self.rt.world_size))
         for _ in range(self.cfg.epochs):
             for k0 in range(0, n_seqs, batch):
                 self.step(first_target, k0, min(k0 + batch, n_seqs), lr_at(self.steps), rows)
