@@ -218,3 +218,32 @@ def test_compiled_windows_share_graphs_and_score_as_eager() -> None:
     assert 1 <= graphs < len(window_widths(cfg))
     assert compiled.val_loss == pytest.approx(eager.val_loss, rel=1e-5)
     assert compiled.val_bpb == pytest.approx(eager.val_bpb, rel=1e-5)
+
+
+@pytest.mark.parametrize("phased", [False, True])
+def test_priming_compiles_every_graph_the_timed_loop_runs(monkeypatch: pytest.MonkeyPatch, phased: bool) -> None:
+    """Nothing is compiled after the TTT timer starts: the graphs primed on random tokens are the loop's (a primed
+    graph that guards on something the loop differs in, e.g. targets being the inputs, compiles again inside it);
+    phased, the global SGD step too, its last chunk padded to the primed shape."""
+    import torch._dynamo as dynamo
+    from torch._dynamo.utils import counters
+
+    from golf.trainer import lora_ttt as lora
+
+    at_timer: list[int] = []
+    log = RT.log
+    monkeypatch.setattr(RT, "log", lambda line: (at_timer.append(counters["stats"]["unique_graphs"])
+                                                 if line == "beginning TTT eval timer" else None) or log(line))
+    dynamo.reset()
+    counters.clear()
+    model, cfg = perturbed_tiny_gpt(VOCAB, SEQ, **DOC_MODEL), replace(CFG, batch_size=4)
+    if phased:  # a pass after the first batch over its 98 tokens: 3 sequences, padded to a full chunk's 4
+        g = replace(GLOBAL, prefix_docs=8, num_phases=2, chunk_tokens=4 * SEQ, batch_seqs=4)
+        _, log = phased_ttt(model, stream(LENGTHS), luts(), cfg, g, RT, compile_fn=True)
+        assert log.extra["global_done"]
+    else:
+        lora.lora_ttt(model, stream(LENGTHS), luts(), cfg, RT, compile_fn=True)
+    graphs = counters["stats"]["unique_graphs"]
+    dynamo.reset()
+    assert at_timer and at_timer[0] >= 1
+    assert graphs == at_timer[0]

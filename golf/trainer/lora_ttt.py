@@ -313,9 +313,12 @@ class DocumentTTT:
         vocab = self.model.cfg.vocab_size
         with self._adapting():
             for w in self.widths:
-                x = torch.randint(2, vocab, (self.cfg.batch_size, w), device=self.rt.device, generator=gen)
+                # two tensors of their own, as the loop's are: a graph for (x, x) guards `x is y`, one for views of
+                # one tensor guards their storage offsets
+                x, y = (torch.randint(2, vocab, (self.cfg.batch_size, w), device=self.rt.device, generator=gen)
+                        for _ in range(2))
                 with torch.enable_grad():
-                    loss = self._losses(x, x).mean()
+                    loss = self._losses(x, y).mean()
                 torch.autograd.grad(loss, self.params)
 
 
