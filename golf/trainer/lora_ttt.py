@@ -36,6 +36,8 @@ from .hparams import Hyperparameters
 from .model import GPT, IGNORE_TARGET
 from .runtime import Runtime
 
+CHUNK_PROGRESS_EVERY = 100  # a `ttc:` line every this many chunks of a batch: a long document's batch takes minutes
+
 
 @dataclass(frozen=True)
 class LoRASettings:
@@ -240,9 +242,14 @@ class DocumentTTT:
         starts[:n] = torch.from_numpy(batch_docs[:, 0])
         pred[:n] = torch.from_numpy(batch_docs[:, 1] - 1)
         n_chunks = -(-pred // cfg.chunk_size)
+        total, t0 = int(n_chunks.max()), time.perf_counter()
         with self._adapting():
-            for ci in range(int(n_chunks.max())):
+            for ci in range(total):
                 self._chunk(ci, starts, pred, n_chunks, log)
+                if (ci + 1) % CHUNK_PROGRESS_EVERY == 0:
+                    self.rt.sync()
+                    self.rt.log(f"ttc: b{log.batches_done + 1} c{ci + 1}/{total} "
+                                f"t:{time.perf_counter() - t0:.1f}s")
         log.batches_done += 1
         log.docs_done += n
 
