@@ -247,3 +247,16 @@ def test_priming_compiles_every_graph_the_timed_loop_runs(monkeypatch: pytest.Mo
     dynamo.reset()
     assert at_timer and at_timer[0] >= 1
     assert graphs == at_timer[0]
+
+
+def test_a_long_batch_logs_its_chunk_progress(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ttc:` lines every CHUNK_PROGRESS_EVERY chunks inside a batch: batch, chunks done / the batch's chunks."""
+    from golf.trainer import lora_ttt as lora
+
+    lines: list[str] = []
+    monkeypatch.setattr(lora, "CHUNK_PROGRESS_EVERY", 2)
+    monkeypatch.setattr(RT, "log", lines.append)
+    lora.lora_ttt(perturbed_tiny_gpt(VOCAB, SEQ), stream(LENGTHS), luts(), CFG, RT)
+    ttc = [line.split(" t:")[0] for line in lines if line.startswith("ttc: ")]
+    # longest first in threes: 31, 26, 20 targets -> 4 chunks of 8; 17, 14, 9 -> 3; 5, 3 -> 1 (no line)
+    assert ttc == ["ttc: b1 c2/4", "ttc: b1 c4/4", "ttc: b2 c2/3"]
