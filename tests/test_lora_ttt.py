@@ -230,17 +230,17 @@ def test_priming_compiles_every_graph_the_timed_loop_runs(monkeypatch: pytest.Mo
 
     from golf.trainer import lora_ttt as lora
 
-    at_timer: list[int] = []
-    log = RT.log
+    at_timer: list[int] = []  # graphs compiled when the timer starts
+    print_line = RT.log
     monkeypatch.setattr(RT, "log", lambda line: (at_timer.append(counters["stats"]["unique_graphs"])
-                                                 if line == "beginning TTT eval timer" else None) or log(line))
+                                                 if line == "beginning TTT eval timer" else None) or print_line(line))
     dynamo.reset()
     counters.clear()
     model, cfg = perturbed_tiny_gpt(VOCAB, SEQ, **DOC_MODEL), replace(CFG, batch_size=4)
     if phased:  # a pass after the first batch over its 98 tokens: 3 sequences, padded to a full chunk's 4
         g = replace(GLOBAL, prefix_docs=8, num_phases=2, chunk_tokens=4 * SEQ, batch_seqs=4)
-        _, log = phased_ttt(model, stream(LENGTHS), luts(), cfg, g, RT, compile_fn=True)
-        assert log.extra["global_done"]
+        _, scores = phased_ttt(model, stream(LENGTHS), luts(), cfg, g, RT, compile_fn=True)
+        assert scores.extra["global_done"]
     else:
         lora.lora_ttt(model, stream(LENGTHS), luts(), cfg, RT, compile_fn=True)
     graphs = counters["stats"]["unique_graphs"]
