@@ -64,3 +64,6 @@ def test_summary_shows_stages_bytes_and_status() -> None:
     assert "16,000,123 of 16,000,000 (over by 123)" in over
     assert "failed (exit code 1)" in over and over.count("exit code") == 1  # said once, not twice
     assert "none (no evaluation result in the log)" in over
+    rescore = render(Run(id="r3", name="z-eval", status="completed", exit_code=0, parent_id="r1", final_bpb=1.1,
+                         final_stage="post_ttt", eval_time_ms=53_000, log_path="/l"))
+    assert "none (re-scores the artifact of run r1)" in rescore and "steps in" not in rescore

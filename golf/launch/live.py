@@ -234,7 +234,10 @@ def summary_renderable(run: Any) -> Group:
         steps += f"/{run.iterations:,}"
     train = format_duration(run.train_time_ms / 1000.0) if run.train_time_ms is not None else "?"
     avg = f", {run.step_avg_ms:.1f} ms/step" if run.step_avg_ms else ""
-    facts.add_row("train", f"{steps} steps in {train}{avg}")
+    if run.parent_id and not run.steps:  # a `golf eval` re-score trains nothing: name whose artifact it scores
+        facts.add_row("train", f"none (re-scores the artifact of run {run.parent_id})")
+    else:
+        facts.add_row("train", f"{steps} steps in {train}{avg}")
     facts.add_row("eval", format_duration(run.eval_time_ms / 1000.0) if run.eval_time_ms is not None else "?")
     status_style = {"completed": "green", "running": "cyan"}.get(run.status, "red bold")
     facts.add_row("status", Text(status_line(run), style=status_style))
