@@ -283,7 +283,8 @@ class Hyperparameters:
                                  maximum=_MAX_WIDTH)
     fused_ce_enabled: bool = knob(False, "fused softcapped cross-entropy in training (Triton on CUDA)", "technique")
     fused_mlp_enabled: bool = knob(False, "MLP with LeakyReLU^2 and its derivative in the epilogues of Triton GEMMs, "
-                                   "in training (Triton on CUDA; elsewhere the plain path)", "technique")
+                                   "in training (Triton on CUDA; elsewhere the plain path; off by default: "
+                                   "0.99x pr549's step on an H200)", "technique")
     train_loader: str = knob("stream", "training batches: stream (the shards in order, as the challenge's loader) "
                              "or shuffled (random sequences across all shards, seeded, disjoint per rank)", "data",
                              choices=("stream", "shuffled"))
