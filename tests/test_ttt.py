@@ -87,6 +87,19 @@ def test_future_tokens_change_no_earlier_chunk_score(chunk: int) -> None:
     assert torch.all(a[1:, 0] != frozen[1:, 0])
 
 
+def test_weight_decay_is_adamws_only_as_in_the_records() -> None:
+    """TTT_WEIGHT_DECAY decays AdamW's TTT; the SGD form scores as with no decay (pr1855's 0.5 for its LoRA AdamW
+    once ruined an SGD comparison: 1.19 -> 1.93 bpb)."""
+    toks = stream(330)
+
+    def chunk_sums(optimizer: str, decay: float) -> torch.Tensor:
+        return run_ttt(tiny_gpt(), toks, settings(optimizer=optimizer, weight_decay=decay, lr=0.02)).chunk_sums
+
+    assert torch.equal(chunk_sums("sgd", 0.5), chunk_sums("sgd", 0.0))
+    assert not torch.allclose(chunk_sums("adamw", 0.5), chunk_sums("adamw", 0.0))
+    assert T.TTTSettings.from_hp(Hyperparameters.from_env({"TTT_WEIGHT_DECAY": "0.5"})).decay == 0.0  # sgd default
+
+
 def test_training_uses_only_already_scored_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[int, int, int]] = []
     original = T.SequenceTrainer.step

@@ -387,7 +387,8 @@ class Hyperparameters:
     ttt_lr: float = knob(0.002, "TTT learning rate", "ttt", minimum=0.0)
     ttt_optimizer: str = knob("sgd", "TTT optimizer", "ttt", choices=("sgd", "adamw"))
     ttt_momentum: float = knob(0.9, "SGD momentum (AdamW beta1)", "ttt", minimum=0.0, maximum=1.0)
-    ttt_weight_decay: float = knob(0.0, "TTT weight decay", "ttt", minimum=0.0)
+    ttt_weight_decay: float = knob(0.0, "AdamW weight decay of TTT (LoRA, or TTT_OPTIMIZER=adamw); the SGD form takes "
+                                   "none, as the records'", "ttt", minimum=0.0)
     ttt_batch_seqs: int = knob(32, "sequences per TTT step (global)", "ttt", minimum=1, maximum=1_000_000)
     ttt_seq_len: int = knob(0, "TTT training sequence length (0: EVAL_SEQ_LEN)", "ttt", minimum=0, maximum=_MAX_SEQ_LEN)
     ttt_grad_clip: float = knob(1.0, "TTT gradient-norm clip (0: off)", "ttt", minimum=0.0)
