@@ -51,8 +51,7 @@ FULL_TRAIN = {"ITERATIONS": "200", "TRAIN_BATCH_TOKENS": "262144", "MAX_WALLCLOC
 NO_TTT = {"TTT_ENABLED": "0", "PHASED_TTT_ENABLED": "0"}
 # the spec's own TTT (named in full: the parent trained with TTT off)
 LORA_TTT = {"TTT_ENABLED": "1", "TTT_MODE": "lora", "PHASED_TTT_ENABLED": "1"}
-# golf's chunked full-model SGD TTT as specs/pr1493.yaml runs it, with its sliding stage (the SGD form takes no
-# TTT_WEIGHT_DECAY: pr1855's 0.5 is its LoRA AdamW's, and on SGD it once took this part from 1.19 to 1.93 bpb)
+# golf's chunked full-model SGD TTT as specs/pr1493.yaml runs it, with its sliding stage
 SGD_TTT = {"TTT_ENABLED": "1", "TTT_MODE": "score_first", "PHASED_TTT_ENABLED": "0", "TTT_OPTIMIZER": "sgd",
            "TTT_LR": "0.005", "TTT_MOMENTUM": "0.9", "TTT_EPOCHS": "3",
            "TTT_CHUNK_TOKENS": "32768", "TTT_BATCH_SEQS": "256", "TTT_GRAD_CLIP": "1.0", "TTT_FREEZE_BLOCKS": "0",

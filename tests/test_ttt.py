@@ -88,8 +88,7 @@ def test_future_tokens_change_no_earlier_chunk_score(chunk: int) -> None:
 
 
 def test_weight_decay_is_adamws_only_as_in_the_records() -> None:
-    """TTT_WEIGHT_DECAY decays AdamW's TTT; the SGD form scores as with no decay (pr1855's 0.5 for its LoRA AdamW
-    once ruined an SGD comparison: 1.19 -> 1.93 bpb)."""
+    """TTT_WEIGHT_DECAY decays AdamW's TTT; the SGD form scores as with no decay."""
     toks = stream(330)
 
     def chunk_sums(optimizer: str, decay: float) -> torch.Tensor:

@@ -62,7 +62,7 @@ class TTTSettings:
     @property
     def decay(self) -> float:
         """The weight decay the optimizer gets: TTT_WEIGHT_DECAY is AdamW's, as in the records, whose SGD form takes
-        none (pr1855's 0.5 for its LoRA AdamW, on full-model SGD, took its score from 1.19 to 1.93 bpb)."""
+        none (docs/artifact.md: what pr1855's LoRA decay did to full-model SGD)."""
         return self.weight_decay if self.optimizer == "adamw" else 0.0
 
 
