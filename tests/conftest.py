@@ -3,12 +3,21 @@ reads, the built sample dataset."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def triton_interpreter() -> None:
+    """Skips a test of Triton kernels unless triton's CPU interpreter can run them in this process."""
+    pytest.importorskip("triton", reason="triton is not installed (pip install triton to run its CPU interpreter)")
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("run with TRITON_INTERPRET=1: triton reads it at import, so it must be set before the test run")
 
 
 @pytest.fixture

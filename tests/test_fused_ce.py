@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -34,10 +32,7 @@ def test_plain_path_is_cross_entropy_of_softcapped_logits() -> None:
 
 
 @pytest.fixture
-def interpreted_triton(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    pytest.importorskip("triton", reason="triton is not installed (pip install triton to run its CPU interpreter)")
-    if os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("run with TRITON_INTERPRET=1: triton reads it at import, so it must be set before the test run")
+def interpreted_triton(triton_interpreter: None):  # type: ignore[no-untyped-def]
     from golf.trainer import fused_ce
 
     return fused_ce

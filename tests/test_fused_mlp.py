@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import pytest
@@ -94,10 +93,7 @@ def test_the_log_line_names_the_path() -> None:
 
 
 @pytest.fixture
-def interpreted(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    pytest.importorskip("triton", reason="triton is not installed (pip install triton to run its CPU interpreter)")
-    if os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("run with TRITON_INTERPRET=1: triton reads it at import, so it must be set before the test run")
+def interpreted(triton_interpreter: None, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     monkeypatch.setattr(fm, "MLP_TEST_BLOCKS", (32, 32, 16))  # tiles that fit the tiny shapes (autotune needs a GPU)
     return fm
 

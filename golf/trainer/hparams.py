@@ -281,10 +281,14 @@ class Hyperparameters:
                                     "embedding, masked at BOS (SMEAR_GATE is the older static one)", "technique")
     smear_gate_width: int = knob(12, "embedding dims the input-dependent SmearGate reads", "technique", minimum=1,
                                  maximum=_MAX_WIDTH)
-    fused_ce_enabled: bool = knob(False, "fused softcapped cross-entropy in training (Triton on CUDA)", "technique")
+    fused_ce_enabled: bool = knob(False, "fused softcapped cross-entropy in training (Triton on CUDA; H200: "
+                                  "pr1493's step 0.985x at vocab 8192, no gain at 1024)", "technique")
     fused_mlp_enabled: bool = knob(False, "MLP with LeakyReLU^2 and its derivative in the epilogues of Triton GEMMs, "
                                    "in training (Triton on CUDA; elsewhere the plain path; off by default: "
                                    "0.99x pr549's step on an H200)", "technique")
+    fused_qk_norm_rope_enabled: bool = knob(True, "q/k RMSNorm + RoPE + query gain in one Triton kernel each way "
+                                            "(Triton on CUDA; elsewhere, and with DOC_ATTENTION, the plain path; "
+                                            "H200: pr549's step 0.967x, pr1493's 0.975x)", "technique")
     train_loader: str = knob("stream", "training batches: stream (the shards in order, as the challenge's loader) "
                              "or shuffled (random sequences across all shards, seeded, disjoint per rank)", "data",
                              choices=("stream", "shuffled"))

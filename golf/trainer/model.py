@@ -21,6 +21,7 @@ from .attention import causal_attention
 from .doc_attention import BOS_ID, DocLayout, isolated_attention, layout, segment_span, with_mask
 from .fused_ce import softcapped_ce_mean
 from .fused_mlp import fused_mlp, fused_mlp_available, fused_mlp_runs_on
+from .fused_rope import fused_norm_rope, fused_rope_available, fused_rope_runs_on
 from .gates import AttnOutGate, InputSmearGate, SparseAttnGate, gated_skip
 from .hparams import Hyperparameters, KnobError
 from .recurrence import LoopPlan, encoder_decoder
@@ -81,6 +82,7 @@ class ModelConfig:
     smear_gate_width: int
     fused_ce_enabled: bool
     fused_mlp_enabled: bool
+    fused_qk_norm_rope_enabled: bool
     qat_enabled: bool
     late_qat_threshold: float
     mlp_bits: int
@@ -205,6 +207,7 @@ class Attention(nn.Module):
         self.c_v = CastedLinear(dim, kv_dim, qat_bits)
         self.proj = CastedLinear(dim, dim, qat_bits, zero_init=True)
         self.q_gain = nn.Parameter(torch.full((self.heads,), cfg.qk_gain_init))
+        self.fused_rope = cfg.fused_qk_norm_rope_enabled and fused_rope_available()
         self.xsa = layer >= cfg.num_layers - cfg.xsa_last_n
         self.gate: nn.Module | None = None  # at most one output gate (hparams checks they are exclusive)
         if cfg.gated_attention:
@@ -241,8 +244,12 @@ class Attention(nn.Module):
         if self.vr_lambda is not None and v_first is not None:
             lam = self.vr_lambda.to(v.dtype)
             v = lam[0] * v_first + lam[1] * v
-        q = apply_rotary(rms_norm(q), cos, sin) * self.q_gain.to(q.dtype)[:, None]
-        k = apply_rotary(rms_norm(k), cos, sin)
+        if self.fused_rope and fused_rope_runs_on(q, cos):
+            q = fused_norm_rope(q, cos, sin, self.q_gain)
+            k = fused_norm_rope(k, cos, sin)
+        else:
+            q = apply_rotary(rms_norm(q), cos, sin) * self.q_gain.to(q.dtype)[:, None]
+            k = apply_rotary(rms_norm(k), cos, sin)
         y = causal_attention(q, k, v, self.backend) if doc is None else isolated_attention(q, k, v, doc)
         if self.xsa:
             y = exclusive_self_attention(y, v)
