@@ -12,7 +12,9 @@ so --data-dir is laid out that way and golf gets the same shards. Both sides tak
 
 speed: golf runs `golf bench` (median ms/step over windows of logged steps); the reference runs ITERATIONS
 steps and its step times come from its own log through golf's parser (`tok/s` is the finest figure its lines
-carry). The ratio is reference ms/step over golf's, each timed after --skip steps.
+carry). The ratio is reference ms/step over golf's, each timed after --skip steps. The two timed runs go one
+after the other; --warm-steps N first runs both at once for N steps, untimed, so that their compiles (minutes
+each at the frontier shapes) overlap and the timed runs find warm caches.
 fidelity: both train at 131,072 tokens/step for 300 steps (warmdown as a fraction, seed 1337) and the raw-weight
 val_bpb at steps 100/200/300 is compared; --concurrent runs the two at once (values only, no timing).
 """
@@ -72,11 +74,15 @@ def _start(argv: list[str], env: dict, cwd: Path, log: Path) -> subprocess.Popen
     return subprocess.Popen(argv, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT)
 
 
-def _parsed(log: Path):
-    from golf.logparse import parse_log
-
+def _curve(log: Path) -> dict:
+    """The step rows of a trainer's log; none where the trainer died before writing any (or no log exists)."""
+    if not log.is_file():
+        return {}
     with open(log, encoding="utf-8", errors="replace") as fh:
-        return parse_log(fh)[-1]
+        from golf.logparse import parse_log
+
+        runs = parse_log(fh)
+    return runs[-1].curve if runs else {}
 
 
 def _golf_env(db: Path) -> dict:
@@ -96,6 +102,7 @@ def speed(args: argparse.Namespace, work: Path) -> dict:
     ref_knobs = {"ITERATIONS": str(args.steps), "WARMUP_STEPS": "3", "TRAIN_LOG_EVERY": "5", "VAL_LOSS_EVERY": "0",
                  "MAX_WALLCLOCK_SECONDS": "0", "SEED": "1337", **sets}
     ref_argv, ref_env = reference_command(args, ref_knobs, work / "reference")
+    warm_wall = _warm_up(args, golf_argv, ref_argv, ref_env, work) if args.warm_steps else None
     t0 = time.monotonic()
     ref = _start(ref_argv, ref_env, work / "reference", work / "reference.log")
     ref.wait()
@@ -104,10 +111,13 @@ def speed(args: argparse.Namespace, work: Path) -> dict:
     golf = _start(golf_argv, _golf_env(work / "runs.db"), work, work / "golf.log")
     golf.wait()
     golf_wall = time.monotonic() - t0
-    windows = window_step_ms(_parsed(work / "reference.log").curve, args.skip)
+    windows = window_step_ms(_curve(work / "reference.log"), args.skip)
     ref_ms = statistics.median(windows) if windows else None
     report = json.loads(golf_json.read_text()) if golf_json.is_file() else {}
     golf_ms = report.get("ms_per_step_median")
+    if golf_ms is None:  # golf cut off (a timeout) after its steps: its log holds the same figure
+        golf_windows = window_step_ms(_curve(work / "golf.log"), args.skip)
+        golf_ms = statistics.median(golf_windows) if golf_windows else None
     return {
         "golf_ms_per_step": golf_ms, "reference_ms_per_step": ref_ms,
         "ratio": ref_ms / golf_ms if ref_ms and golf_ms else None,
@@ -117,7 +127,25 @@ def speed(args: argparse.Namespace, work: Path) -> dict:
         "golf_code_hash": report.get("code_hash"), "golf_exit": golf.returncode, "reference_exit": ref.returncode,
         "golf_wall_s": golf_wall, "reference_wall_s": ref_wall, "reference_windows": len(windows),
         "golf_peak_mem_mib": report.get("peak_mem_mib"), "gpu": report.get("gpu"),
+        "golf_time_to_first_step_s": report.get("time_to_first_step_s"),
+        "golf_compile_cache": report.get("compile_cache"), "warm_up_wall_s": warm_wall,
     }
+
+
+def _warm_up(args: argparse.Namespace, golf_argv: list[str], ref_argv: list[str], ref_env: dict,
+             work: Path) -> float:
+    """Both trainers for --warm-steps steps at once, untimed: their compiles fill inductor's caches (and golf's
+    compile cache), so the timed runs after, one at a time, spend the call on steps rather than on compiling."""
+    steps = str(args.warm_steps)
+    golf_warm = [*golf_argv[:golf_argv.index("--steps") + 1], steps, "--skip", "0",
+                 *golf_argv[golf_argv.index("--data"):golf_argv.index("--out")], "--out", str(work / "warm.json"),
+                 *[a for a in golf_argv if a.startswith("--set=")]]
+    t0 = time.monotonic()
+    procs = [_start(golf_warm, _golf_env(work / "warm.db"), work, work / "golf_warm.log"),
+             _start(ref_argv, {**ref_env, "ITERATIONS": steps}, work / "reference", work / "reference_warm.log")]
+    for proc in procs:
+        proc.wait()
+    return time.monotonic() - t0
 
 
 def fidelity(args: argparse.Namespace, work: Path) -> dict:
@@ -135,8 +163,8 @@ def fidelity(args: argparse.Namespace, work: Path) -> dict:
         ref_exit = ref.wait()
         ref_log = work / "reference.log"
     golf.wait()
-    ref_curve = _parsed(ref_log).curve
-    golf_curve = _parsed(work / "golf.log").curve
+    ref_curve = _curve(ref_log)
+    golf_curve = _curve(work / "golf.log")
     rows = []
     for step in FIDELITY_STEPS:
         g, r = golf_curve.get(step, {}).get("val_bpb"), ref_curve.get(step, {}).get("val_bpb")
@@ -158,6 +186,8 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, required=True, help="DATA_DIR laid out as the records read it")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--skip", type=int, default=10, help="steps left out of the timing (compile stragglers)")
+    parser.add_argument("--warm-steps", type=int, default=0,
+                        help="speed: first run both for this many steps at once, untimed, to fill compile caches")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="knob for both sides")
     parser.add_argument("--reference-log", type=Path, help="fidelity: the reference's log of an earlier run")
     parser.add_argument("--concurrent", action="store_true", help="fidelity: run both at once")
