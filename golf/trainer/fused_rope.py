@@ -150,12 +150,13 @@ def _rope_backward(grad: Tensor, x: Tensor, rstd: Tensor, cos: Tensor, sin: Tens
     b, t, h, d = x.shape
     x, token_stride, head_stride = _rope_layout(x)
     dx = torch.empty((b, t, h, d), device=x.device, dtype=x.dtype)
-    gain_dot = torch.zeros((b * t * h,), device=x.device, dtype=torch.float32)  # per row: sum(grad * rotated)
+    # per row: sum(grad * rotated), every live row written by the kernel; k has no gain, hence nothing to reduce
+    gain_dot = torch.empty((b * t * h if gain is not None else 1,), device=x.device, dtype=torch.float32)
     _rope_kernel()[_rope_grid(b * t * h)](
         x, token_stride, head_stride, cos.contiguous(), sin.contiguous(), x if gain is None else gain, dx, rstd,
         grad.contiguous(), gain_dot, b * t * h, t, RMS_EPS, HEADS=h, DIM=d, HALF=cos.size(-1),
         HAS_GAIN=gain is not None, BACKWARD=True)
-    return dx, gain_dot.view(-1, h).sum(0)
+    return dx, gain_dot.view(-1, h).sum(0) if gain is not None else rstd.new_zeros((h,))
 
 
 @_rope_backward.register_fake
