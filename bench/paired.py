@@ -76,13 +76,21 @@ def _start(argv: list[str], env: dict, cwd: Path, log: Path) -> subprocess.Popen
 
 def _curve(log: Path) -> dict:
     """The step rows of a trainer's log; none where the trainer died before writing any (or no log exists)."""
+    from golf.logparse import parse_log
+
     if not log.is_file():
         return {}
     with open(log, encoding="utf-8", errors="replace") as fh:
-        from golf.logparse import parse_log
-
         runs = parse_log(fh)
     return runs[-1].curve if runs else {}
+
+
+def _step_ms(log: Path, skip: int) -> tuple[float | None, int]:
+    """Median ms/step over a log's windows of logged steps from step `skip` on, and how many windows there were."""
+    from golf.analysis.bench import window_step_ms
+
+    windows = window_step_ms(_curve(log), skip)
+    return (statistics.median(windows) if windows else None), len(windows)
 
 
 def _golf_env(db: Path) -> dict:
@@ -90,19 +98,20 @@ def _golf_env(db: Path) -> dict:
             "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
 
 
-def speed(args: argparse.Namespace, work: Path) -> dict:
-    from golf.analysis.bench import window_step_ms
+def _golf_bench(args: argparse.Namespace, sets: dict[str, str], steps: int, skip: int, out: Path) -> list[str]:
+    return [sys.executable, "-m", "golf_cli.main", "bench", str(args.spec.resolve()), "--steps", str(steps),
+            "--skip", str(skip), "--data", golf_data(args), "--nproc", "1", "--out", str(out),
+            *[f"--set={k}={v}" for k, v in sets.items()]]
 
+
+def speed(args: argparse.Namespace, work: Path) -> dict:
     sets = _kv(args.set)
     golf_json = work / "golf_bench.json"
-    golf_argv = [sys.executable, "-m", "golf_cli.main", "bench", str(args.spec.resolve()),
-                 "--steps", str(args.steps), "--skip", str(args.skip), "--data", golf_data(args), "--nproc", "1",
-                 "--out", str(golf_json),
-                 *[f"--set={k}={v}" for k, v in sets.items()]]
+    golf_argv = _golf_bench(args, sets, args.steps, args.skip, golf_json)
     ref_knobs = {"ITERATIONS": str(args.steps), "WARMUP_STEPS": "3", "TRAIN_LOG_EVERY": "5", "VAL_LOSS_EVERY": "0",
                  "MAX_WALLCLOCK_SECONDS": "0", "SEED": "1337", **sets}
     ref_argv, ref_env = reference_command(args, ref_knobs, work / "reference")
-    warm_wall = _warm_up(args, golf_argv, ref_argv, ref_env, work) if args.warm_steps else None
+    warm_wall = _warm_up(args, sets, ref_argv, ref_env, work) if args.warm_steps else None
     t0 = time.monotonic()
     ref = _start(ref_argv, ref_env, work / "reference", work / "reference.log")
     ref.wait()
@@ -111,13 +120,11 @@ def speed(args: argparse.Namespace, work: Path) -> dict:
     golf = _start(golf_argv, _golf_env(work / "runs.db"), work, work / "golf.log")
     golf.wait()
     golf_wall = time.monotonic() - t0
-    windows = window_step_ms(_curve(work / "reference.log"), args.skip)
-    ref_ms = statistics.median(windows) if windows else None
+    ref_ms, ref_windows = _step_ms(work / "reference.log", args.skip)
     report = json.loads(golf_json.read_text()) if golf_json.is_file() else {}
     golf_ms = report.get("ms_per_step_median")
     if golf_ms is None:  # golf cut off (a timeout) after its steps: its log holds the same figure
-        golf_windows = window_step_ms(_curve(work / "golf.log"), args.skip)
-        golf_ms = statistics.median(golf_windows) if golf_windows else None
+        golf_ms, _ = _step_ms(work / "golf.log", args.skip)
     return {
         "golf_ms_per_step": golf_ms, "reference_ms_per_step": ref_ms,
         "ratio": ref_ms / golf_ms if ref_ms and golf_ms else None,
@@ -125,21 +132,19 @@ def speed(args: argparse.Namespace, work: Path) -> dict:
         "reference_env": ref_knobs, "golf_attention": report.get("attention"),
         "reference_attention": "sdpa (FlashAttention-3 call mapped to SDPA, flash backend)",
         "golf_code_hash": report.get("code_hash"), "golf_exit": golf.returncode, "reference_exit": ref.returncode,
-        "golf_wall_s": golf_wall, "reference_wall_s": ref_wall, "reference_windows": len(windows),
+        "golf_wall_s": golf_wall, "reference_wall_s": ref_wall, "reference_windows": ref_windows,
         "golf_peak_mem_mib": report.get("peak_mem_mib"), "gpu": report.get("gpu"),
         "golf_time_to_first_step_s": report.get("time_to_first_step_s"),
         "golf_compile_cache": report.get("compile_cache"), "warm_up_wall_s": warm_wall,
     }
 
 
-def _warm_up(args: argparse.Namespace, golf_argv: list[str], ref_argv: list[str], ref_env: dict,
+def _warm_up(args: argparse.Namespace, sets: dict[str, str], ref_argv: list[str], ref_env: dict,
              work: Path) -> float:
     """Both trainers for --warm-steps steps at once, untimed: their compiles fill inductor's caches (and golf's
     compile cache), so the timed runs after, one at a time, spend the call on steps rather than on compiling."""
     steps = str(args.warm_steps)
-    golf_warm = [*golf_argv[:golf_argv.index("--steps") + 1], steps, "--skip", "0",
-                 *golf_argv[golf_argv.index("--data"):golf_argv.index("--out")], "--out", str(work / "warm.json"),
-                 *[a for a in golf_argv if a.startswith("--set=")]]
+    golf_warm = _golf_bench(args, sets, args.warm_steps, 0, work / "warm.json")
     t0 = time.monotonic()
     procs = [_start(golf_warm, _golf_env(work / "warm.db"), work, work / "golf_warm.log"),
              _start(ref_argv, {**ref_env, "ITERATIONS": steps}, work / "reference", work / "reference_warm.log")]
